@@ -1,0 +1,162 @@
+"""The first-order linear recurrence ``h_t = a_t * h_{t-1} + x_t`` and three ways to compute it.
+
+Chapter 3 builds the parallel selective scan from these pieces. Every tensor is *time-major*: time
+is dimension 0, shape (l, ...), and everything after it is independent, elementwise work.
+
+    a   decay a_t (for the selective scan: A_bar_t = exp(Delta_t A)), (l, ...)
+    x   input x_t (for the selective scan: B_bar_t u_t), (l, ...)
+    h   state h_t, (l, ...)
+
+Why it parallelises: a pair (a, x) is the affine map h -> a h + x, and composing two such maps
+gives another one,
+
+    (a1, x1) then (a2, x2)  =  (a2 a1, a2 x1 + x2),
+
+an *associative* operator (:func:`combine`). Any bracketing gives the same answer, so the l steps
+can be combined as a tree (log-depth, :func:`linear_scan_log_depth`) or in chunks
+(:func:`linear_scan_chunked_`), instead of one after another (:func:`linear_scan_sequential`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+__all__ = ["combine", "linear_scan_sequential", "linear_scan_log_depth", "linear_scan_chunked_",
+           "default_chunk"]
+
+
+def combine(left: tuple[Tensor, Tensor], right: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """Compose two affine steps: apply ``left = (a1, x1)`` first, then ``right = (a2, x2)``.
+
+    ``(a1, x1) . (a2, x2) = (a2 * a1, a2 * x1 + x2)``. Associative, with identity ``(1, 0)``.
+    """
+    a1, x1 = left
+    a2, x2 = right
+    return a2 * a1, a2 * x1 + x2
+
+
+def linear_scan_sequential(a: Tensor, x: Tensor, h0: Tensor | None = None) -> Tensor:
+    """``h_t = a_t h_{t-1} + x_t`` one step at a time (l steps, each O(1) depth).
+
+    Args:
+        a, x: (l, ...).  h0: state before the first step, (...); zeros when None.
+    Returns:
+        h (l, ...).
+    """
+    h = torch.zeros_like(x[0]) if h0 is None else h0
+    states = []
+    for a_t, x_t in zip(a.unbind(0), x.unbind(0)):
+        h = a_t * h + x_t  # (...)
+        states.append(h)
+    return torch.stack(states, dim=0)  # (l, ...)
+
+
+def linear_scan_log_depth(a: Tensor, x: Tensor) -> Tensor:
+    """Hillis-Steele inclusive scan with :func:`combine`: ceil(log2 l) rounds, each fully parallel.
+
+    Round k combines every position t with position t - 2^k. After the last round, position t holds
+    the composition of steps 0..t, whose ``x`` part is ``h_t`` (with ``h_{-1} = 0``). Work is
+    O(l log l) instead of O(l): more arithmetic, far fewer dependent steps. Differentiable.
+
+    Args:
+        a, x: (l, ...).
+    Returns:
+        h (l, ...).
+    """
+    length = x.shape[0]
+    offset = 1
+    while offset < length:
+        # Positions t >= offset take (a, x) at t - offset as their left neighbour; the first
+        # `offset` positions already hold complete prefixes and stay as they are.
+        a_new, x_new = combine((a[:-offset], x[:-offset]), (a[offset:], x[offset:]))
+        a = torch.cat([a[:offset], a_new], dim=0)
+        x = torch.cat([x[:offset], x_new], dim=0)
+        offset *= 2
+    return x
+
+
+def _steps_(a: Tensor, x: Tensor, steps, h: Tensor | None):
+    """Plain in-place steps ``x_t <- a_t h + x_t; h <- x_t`` over the time indices ``steps``."""
+    for t in steps:
+        if h is not None:
+            x[t].addcmul_(a[t], h)
+        h = x[t]
+    return h
+
+
+def default_chunk(length: int) -> int:
+    """Chunk size that balances the two sequential loops of the chunked scan: about sqrt(l)."""
+    return max(1, int(math.isqrt(max(length, 1))))
+
+
+@torch.no_grad()
+def linear_scan_chunked_(a: Tensor, x: Tensor, h0: Tensor | None = None, chunk: int | None = None,
+                         reverse: bool = False) -> Tensor:
+    """Chunked scan, computed in place in ``x`` (no autograd; the selective scan's backward calls
+    it too). Returns ``x``, now holding ``h``.
+
+    With ``reverse=True`` it computes ``h_t = a_t h_{t+1} + x_t`` from the end backwards, with
+    ``h0`` the state after the last step: the recurrence of the backward pass.
+
+    The l steps are cut into c chunks of ``chunk`` steps. Three passes:
+
+    1. inside every chunk, at once for all chunks: the scan started from a zero state, and the
+       running product of the decays (``chunk`` steps, each over c chunks in parallel);
+    2. across chunks: the true state entering each chunk (c small steps);
+    3. everywhere at once, by linearity: ``h_t = local_t + (a_first ... a_t) * h_entering``.
+
+    Steps left over when ``chunk`` does not divide l run one by one. With chunk ~ sqrt(l) that is
+    about 3 sqrt(l) small operations instead of l, each over many elements.
+
+    Args:
+        a, x: (l, ...), contiguous; ``x`` is overwritten.  h0: (...) or None (zeros).
+        chunk: steps per chunk (default :func:`default_chunk`).
+    Returns:
+        x, holding h (l, ...).
+    """
+    length = x.shape[0]
+    chunk = default_chunk(length) if chunk is None else max(1, min(chunk, length))
+    n_chunks = length // chunk
+    body_len = n_chunks * chunk
+    # Chunks cover [0, body_len); the leftover tail runs step by step: after the chunks going
+    # forward, before them (it is at the end of the sequence) going backward.
+    tail = range(length - 1, body_len - 1, -1) if reverse else range(body_len, length)
+    h = h0
+    if reverse:
+        h = _steps_(a, x, tail, h)
+    if n_chunks:
+        rest = x.shape[1:]
+        xc = x[:body_len].view(n_chunks, chunk, *rest)  # (c, chunk, ...)
+        ac = a[:body_len].view(n_chunks, chunk, *rest)  # (c, chunk, ...)
+        first, last, step = (chunk - 1, 0, -1) if reverse else (0, chunk - 1, 1)
+        # Pass 1: local scans from a zero state, and running products of the decays.
+        decay = torch.empty_like(ac)  # (c, chunk, ...): product of a from the chunk's start to t
+        decay[:, first] = ac[:, first]
+        for t in range(first + step, last + step, step):
+            xc[:, t].addcmul_(ac[:, t], xc[:, t - step])
+            torch.mul(decay[:, t - step], ac[:, t], out=decay[:, t])
+        # Pass 2: state entering each chunk, in processing order.
+        order = range(n_chunks - 1, -1, -1) if reverse else range(n_chunks)
+        entering = torch.zeros_like(xc[:, 0])  # (c, ...)
+        prev = None
+        for c in order:
+            if prev is None:
+                if h is not None:
+                    entering[c] = h
+            else:
+                torch.addcmul(xc[prev, last], decay[prev, last], entering[prev], out=entering[c])
+            prev = c
+        # Pass 3: add the decayed entering state everywhere (nothing to add to the first chunk in
+        # processing order unless h0 was given).
+        if h is None:
+            sel = slice(None, -1) if reverse else slice(1, None)
+            xc[sel].addcmul_(decay[sel], entering[sel].unsqueeze(1))
+        else:
+            xc.addcmul_(decay, entering.unsqueeze(1))
+        h = xc[order[-1], last]
+    if not reverse:
+        _steps_(a, x, tail, h)
+    return x

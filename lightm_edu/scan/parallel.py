@@ -1,0 +1,204 @@
+"""The ``"parallel"`` backend: a chunked selective scan in plain PyTorch, with a hand-written backward.
+
+Chapter 3 explains it. Two ideas keep it fast and lean:
+
+* **Chunked scan** (:func:`lightm_edu.scan.linear.linear_scan_chunked_`): about 5 sqrt(l) tensor
+  operations per sequence instead of l, each over many elements, so Python overhead vanishes.
+* **Segments and recomputation**, as the CUDA kernel does: the sequence is processed in segments
+  of at most ``segment`` steps. The (b, d, l, n) tensors of states exist for one segment at a time,
+  the forward pass saves only the inputs and one (b, d, n) state per segment, and the backward pass
+  recomputes a segment's states right before it needs them. Peak memory grows with the segment,
+  not with l.
+
+Backward pass. With ``h_t = a_t h_{t-1} + Delta_t B_t u_t``, ``a_t = exp(Delta_t A)``,
+``y_t = <h_t, C_t>`` and ``g_t = dLoss/dh_t``:
+
+    g_t = a_{t+1} g_{t+1} + dy_t C_t                    (the same scan, run backwards)
+    dC_t = sum_d dy_t h_t ;  dB_t = sum_d g_t Delta_t u_t ;  du_t = Delta_t sum_n g_t B_t
+    dDelta_t = sum_n g_t a_t h_{t-1} A + u_t sum_n g_t B_t ;  dA = sum_{b,t} g_t a_t h_{t-1} Delta_t
+
+Layout inside a segment is time-major, (s, b, d, n), so each time step is one contiguous block.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ._validate import compute_dtype, validate_scan_inputs
+from .linear import linear_scan_chunked_
+
+#: Elements of one (s, b, d, n) segment tensor (8 MiB in float32). The segment length is this
+#: budget divided by b*d*n. Small enough that every temporary is cheap: the C allocator (glibc)
+#: hands blocks above 32 MiB straight to the operating system, so each new one costs a round of
+#: page faults (10 ms for 32 MiB here) - more than the arithmetic done on it.
+SEGMENT_ELEMENTS = 2 ** 21
+
+
+def default_segment(batch: int, d: int, n: int) -> int:
+    """Steps per segment so that one (s, b, d, n) tensor holds about ``SEGMENT_ELEMENTS`` values."""
+    return max(1, SEGMENT_ELEMENTS // (batch * d * n))
+
+
+def _time_major(t):
+    """(b, k, s) -> (s, b, k), contiguous."""
+    return t.permute(2, 0, 1).contiguous()
+
+
+def _segment_inputs(delta, u, A, B):
+    """Decays and inputs of one segment, time-major.
+
+    Args:
+        delta, u: (b, d, s).  A: (d, n).  B: (b, n, s).
+    Returns:
+        a = exp(delta A) (s, b, d, n), x = delta B u (s, b, d, n).
+    """
+    a = (_time_major(delta).unsqueeze(-1) * A).exp_()  # (s, b, d, n)
+    x = _time_major(delta * u).unsqueeze(-1) * _time_major(B).unsqueeze(2)  # (s, b, d, n)
+    return a, x
+
+
+def _segment_states(delta, u, A, B, h0, chunk):
+    """States h_t of one segment, starting from h0 (b, d, n) or zeros. Returns a, h (s, b, d, n)."""
+    a, x = _segment_inputs(delta, u, A, B)
+    return a, linear_scan_chunked_(a, x, h0, chunk)
+
+
+def _contract_C(h, C):
+    """y_t = <h_t, C_t>: h (s, b, d, n), C (b, n, s) -> y (b, d, s).
+
+    Multiply-and-sum beats bmm here: the matrices are tiny (d x n times n x 1) and many.
+    """
+    y = (h * _time_major(C).unsqueeze(2)).sum(-1)  # (s, b, d)
+    return y.permute(1, 2, 0)  # (b, d, s)
+
+
+class _ChunkedSelectiveScan(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, u, delta, A, B, C, D, z, delta_bias, delta_softplus, segment, chunk):
+        dt = delta if delta_bias is None else delta + delta_bias.unsqueeze(-1)  # (b, d, l)
+        if delta_softplus:
+            dt = F.softplus(dt)
+        batch, d, length = u.shape
+        y = u.new_empty(batch, d, length)
+        entering = []  # state entering each segment, (b, d, n) each
+        h = None
+        for s0 in range(0, length, segment):
+            s1 = min(length, s0 + segment)
+            entering.append(h)
+            _, states = _segment_states(dt[..., s0:s1], u[..., s0:s1], A, B[..., s0:s1], h, chunk)
+            y[..., s0:s1] = _contract_C(states, C[..., s0:s1])
+            h = states[-1].clone()  # (b, d, n)
+        out = y if D is None else y + D.unsqueeze(-1) * u
+        pre_gate = out
+        if z is not None:
+            out = out * F.silu(z)
+        ctx.delta_softplus = delta_softplus
+        ctx.segment, ctx.chunk = segment, chunk
+        ctx.entering = entering
+        ctx.save_for_backward(u, delta, A, B, C, D, z, delta_bias, pre_gate if z is not None else None)
+        return out, h
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_last):
+        u, delta, A, B, C, D, z, delta_bias, pre_gate = ctx.saved_tensors
+        segment, chunk = ctx.segment, ctx.chunk
+        batch, d, length = u.shape
+
+        grads = dict.fromkeys(("u", "delta", "A", "B", "C", "D", "z", "delta_bias"))
+        dy = grad_out  # (b, d, l), gradient of the pre-gate output
+        if z is not None:
+            sig = torch.sigmoid(z)
+            grads["z"] = grad_out * pre_gate * sig * (1 + z * (1 - sig))  # d SiLU(z) / dz
+            dy = grad_out * z * sig  # grad_out * SiLU(z)
+        if D is not None:
+            grads["D"] = (dy * u).sum(dim=(0, 2))
+        du = dy * D.unsqueeze(-1) if D is not None else torch.zeros_like(u)
+
+        dt_raw = delta if delta_bias is None else delta + delta_bias.unsqueeze(-1)
+        dt = F.softplus(dt_raw) if ctx.delta_softplus else dt_raw  # (b, d, l)
+        ddt = torch.empty_like(dt)
+        dA = torch.zeros_like(A)
+        dB = torch.empty_like(B)
+        dC = torch.empty_like(C)
+
+        g_next = grad_last  # gradient entering from after the segment, (b, d, n) or None
+        starts = list(range(0, length, segment))
+        for index in range(len(starts) - 1, -1, -1):
+            s0 = starts[index]
+            s1 = min(length, s0 + segment)
+            s = s1 - s0
+            dt_s, u_s, B_s = dt[..., s0:s1], u[..., s0:s1], B[..., s0:s1]
+            h_in = ctx.entering[index]
+            a, h = _segment_states(dt_s, u_s, A, B_s, h_in, chunk)  # (s, b, d, n) each
+
+            # dC_t = sum_d dy_t h_t
+            dy_tm = _time_major(dy[..., s0:s1])  # (s, b, d)
+            dC[..., s0:s1] = (h * dy_tm.unsqueeze(-1)).sum(2).permute(1, 2, 0)  # (b, n, s)
+
+            # g_t = a_{t+1} g_{t+1} + dy_t C_t, scanned backwards. The decays a_{t+1} are `a`
+            # shifted by one step, so the scan runs on a[1:] and the last step, which needs the
+            # first decay of the next segment (none after the end), is done here.
+            g = dy_tm.unsqueeze(-1) * _time_major(C[..., s0:s1]).unsqueeze(2)  # (s, b, d, n)
+            if g_next is not None:
+                if s1 < length:
+                    a_after = (dt[:, :, s1].unsqueeze(-1) * A).exp_()  # (b, d, n)
+                    g[-1].addcmul_(a_after, g_next)
+                else:
+                    g[-1].add_(g_next)  # the gradient of the returned last state
+            linear_scan_chunked_(a[1:], g[:-1], g[-1], chunk, reverse=True)
+            g_next = g[0].clone()
+
+            # g_t a_t h_{t-1}, built in place in `a` (h_{-1} is the entering state).
+            a.mul_(g)
+            a[1:].mul_(h[:-1])
+            if h_in is None:
+                a[0].zero_()
+            else:
+                a[0].mul_(h_in)
+            g_a_h = a  # (s, b, d, n)
+            del h
+
+            dt_tm = _time_major(dt_s)  # (s, b, d)
+            u_tm = _time_major(u_s)  # (s, b, d)
+            gB = (g * _time_major(B_s).unsqueeze(2)).sum(-1)  # (s, b, d): sum_n g_t B_t
+            dB[..., s0:s1] = (g * (dt_tm * u_tm).unsqueeze(-1)).sum(2).permute(1, 2, 0)  # (b, n, s)
+            del g
+            dA += (g_a_h * dt_tm.unsqueeze(-1)).sum(dim=(0, 1))  # (d, n)
+            ddt_tm = (g_a_h * A).sum(-1) + u_tm * gB  # (s, b, d)
+            del g_a_h
+            ddt[..., s0:s1] = ddt_tm.permute(1, 2, 0)
+            du[..., s0:s1] += (dt_tm * gB).permute(1, 2, 0)
+
+        if ctx.delta_softplus:
+            ddt = ddt * torch.sigmoid(dt_raw)  # softplus' = sigmoid
+        grads["delta"] = ddt
+        if delta_bias is not None:
+            grads["delta_bias"] = ddt.sum(dim=(0, 2))
+        grads.update(u=du, A=dA, B=dB, C=dC)
+        return (grads["u"], grads["delta"], grads["A"], grads["B"], grads["C"], grads["D"],
+                grads["z"], grads["delta_bias"], None, None, None)
+
+
+def selective_scan_parallel(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                            delta_softplus=False, return_last_state=False,
+                            segment: int | None = None, chunk: int | None = None):
+    """Selective scan with the chunked algorithm; same arguments and results as
+    ``mamba_ssm.selective_scan_fn``, plus the tuning knobs ``segment`` and ``chunk``.
+
+    Returns:
+        out (b, d, l) in the dtype of ``u``, and the last state (b, d, n) if ``return_last_state``.
+    """
+    validate_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    if segment is None:
+        segment = default_segment(u.shape[0], u.shape[1], A.shape[1])
+    if segment < 1:
+        raise ValueError(f"segment must be a positive number of steps, got {segment}.")
+    out_dtype = u.dtype
+    work = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
+    cast = [None if t is None else t.to(work) for t in (u, delta, A, B, C, D, z, delta_bias)]
+    segment = min(segment, u.shape[-1])
+    chunk = chunk if chunk is not None else max(1, int(round(segment ** 0.5)))
+    out, last = _ChunkedSelectiveScan.apply(*cast, delta_softplus, segment, chunk)
+    out = out.to(out_dtype)
+    return (out, last) if return_last_state else out
