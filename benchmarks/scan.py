@@ -21,104 +21,12 @@ peak is torch.cuda.max_memory_allocated minus the memory held before the call.
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import os
 import subprocess
 import sys
-import time
 
-BATCH, D_INNER, D_STATE = 2, 64, 16
-LENGTHS = (1024, 4096, 16384, 65536)
-
-
-def make_inputs(length, device, seed=0):
-    import torch
-
-    g = torch.Generator().manual_seed(seed)
-
-    def randn(*shape, scale=1.0, shift=0.0):
-        return (torch.randn(*shape, generator=g) * scale + shift).to(device).requires_grad_()
-
-    A = (-torch.rand(D_INNER, D_STATE, generator=g) * D_STATE - 0.5).to(device).requires_grad_()
-    return dict(u=randn(BATCH, D_INNER, length), delta=randn(BATCH, D_INNER, length, scale=0.5, shift=-2.0),
-                A=A, B=randn(BATCH, D_STATE, length), C=randn(BATCH, D_STATE, length),
-                D=randn(D_INNER), z=randn(BATCH, D_INNER, length), delta_bias=randn(D_INNER, scale=0.1))
-
-
-def pscan_selective_scan(u, delta, A, B, C, D, z, delta_bias, delta_softplus=True):
-    """The same selective scan computed with mambapy's pscan (layout (b, l, d, n))."""
-    import torch.nn.functional as F
-    from mambapy.pscan import pscan
-
-    dt = delta + delta_bias[:, None]
-    dt = F.softplus(dt) if delta_softplus else dt
-    dt = dt.transpose(1, 2)  # (b, l, d)
-    dA = (dt.unsqueeze(-1) * A).exp()  # (b, l, d, n)
-    Bu = dt.unsqueeze(-1) * B.transpose(1, 2).unsqueeze(2) * u.transpose(1, 2).unsqueeze(-1)  # (b, l, d, n)
-    hs = pscan(dA, Bu)  # (b, l, d, n)
-    y = (hs @ C.transpose(1, 2).unsqueeze(-1)).squeeze(-1).transpose(1, 2)  # (b, d, l)
-    return (y + D[:, None] * u) * F.silu(z)
-
-
-def get_fn(name):
-    if name == "pscan":
-        return pscan_selective_scan
-    from lightm_edu import selective_scan
-
-    return lambda **kw: selective_scan(**kw, delta_softplus=True, backend=name)
-
-
-def _rss_mib(field):
-    try:
-        with open("/proc/self/status") as f:
-            for line in f:
-                if line.startswith(field + ":"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return float("nan")
-
-
-def measure(name, length, device, repeats, budget_s):
-    """Best-of forward and forward+backward seconds, and peak extra memory in MiB."""
-    import torch
-
-    fn = get_fn(name)
-    inputs = make_inputs(length, device)
-    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
-
-    def forward():
-        with torch.no_grad():
-            fn(**inputs)
-        sync()
-
-    def forward_backward():
-        fn(**inputs).sum().backward()
-        sync()
-        for t in inputs.values():
-            t.grad = None
-
-    if device == "cuda":
-        torch.cuda.synchronize()
-        base = torch.cuda.memory_allocated()
-        torch.cuda.reset_peak_memory_stats()
-    else:
-        base = _rss_mib("VmRSS")
-
-    results = []
-    for step in (forward_backward, forward):
-        times, spent = [], 0.0
-        while len(times) < repeats + 1 and (spent < budget_s or len(times) < 2):
-            t0 = time.perf_counter()
-            step()
-            times.append(time.perf_counter() - t0)
-            spent += times[-1]
-            if step is forward_backward and len(times) == 1:  # peak memory of one fwd+bwd
-                peak = (torch.cuda.max_memory_allocated() - base) / 2**20 if device == "cuda" \
-                    else _rss_mib("VmHWM") - base
-        results.append(min(times[1:]))  # the first run is a warm-up
-    return {"fwd_bwd": results[0], "fwd": results[1], "peak_mib": peak}
+from lightm_edu.bench import BATCH, D_INNER, D_STATE, LENGTHS, available, measure
 
 
 def run_worker(args):
@@ -145,14 +53,10 @@ def main():
 
     from tqdm import tqdm
 
-    backends = list(args.backends)
-    if "pscan" in backends and importlib.util.find_spec("mambapy") is None:
-        print("note: mambapy is not installed, so the pscan column is skipped (pip install mambapy)")
-        backends.remove("pscan")
-    if "mamba_ssm" in backends:
-        if args.device != "cuda" or importlib.util.find_spec("mamba_ssm") is None:
-            print("note: mamba_ssm runs on CUDA only and must be installed; its column is skipped")
-            backends.remove("mamba_ssm")
+    backends = [b for b in args.backends if available(b, args.device)]
+    for skipped in sorted(set(args.backends) - set(backends)):
+        why = "pip install mambapy" if skipped == "pscan" else "CUDA only, and mamba_ssm must be installed"
+        print(f"note: the {skipped} column is skipped ({why})")
 
     rows = {}
     jobs = [(L, b) for L in args.lengths for b in backends]

@@ -105,11 +105,14 @@ def linear_scan_chunked_(a: Tensor, x: Tensor, h0: Tensor | None = None, chunk: 
 
     1. inside every chunk, at once for all chunks: the scan started from a zero state, and the
        running product of the decays (``chunk`` steps, each over c chunks in parallel);
-    2. across chunks: the true state entering each chunk (c small steps);
+    2. across chunks: the true state entering each chunk. The chunks' total decays and final local
+       states form a linear recurrence of length c, solved by this same function (recursively, so
+       a small ``chunk`` gives a tree of depth log_chunk(l): few, large operations, as a GPU likes);
     3. everywhere at once, by linearity: ``h_t = local_t + (a_first ... a_t) * h_entering``.
 
-    Steps left over when ``chunk`` does not divide l run one by one. With chunk ~ sqrt(l) that is
-    about 3 sqrt(l) small operations instead of l, each over many elements.
+    Steps left over when ``chunk`` does not divide l, and sequences no longer than ``chunk``, run
+    one step at a time. With chunk ~ sqrt(l) (the CPU default) that is about 3 sqrt(l) small
+    operations instead of l.
 
     Args:
         a, x: (l, ...), contiguous; ``x`` is overwritten.  h0: (...) or None (zeros).
@@ -118,7 +121,11 @@ def linear_scan_chunked_(a: Tensor, x: Tensor, h0: Tensor | None = None, chunk: 
         x, holding h (l, ...).
     """
     length = x.shape[0]
-    chunk = default_chunk(length) if chunk is None else max(1, min(chunk, length))
+    chunk = default_chunk(length) if chunk is None else max(1, chunk)
+    if length <= chunk or chunk == 1:
+        order = range(length - 1, -1, -1) if reverse else range(length)
+        _steps_(a, x, order, h0)
+        return x
     n_chunks = length // chunk
     body_len = n_chunks * chunk
     # Chunks cover [0, body_len); the leftover tail runs step by step: after the chunks going
@@ -127,36 +134,32 @@ def linear_scan_chunked_(a: Tensor, x: Tensor, h0: Tensor | None = None, chunk: 
     h = h0
     if reverse:
         h = _steps_(a, x, tail, h)
-    if n_chunks:
-        rest = x.shape[1:]
-        xc = x[:body_len].view(n_chunks, chunk, *rest)  # (c, chunk, ...)
-        ac = a[:body_len].view(n_chunks, chunk, *rest)  # (c, chunk, ...)
-        first, last, step = (chunk - 1, 0, -1) if reverse else (0, chunk - 1, 1)
-        # Pass 1: local scans from a zero state, and running products of the decays.
-        decay = torch.empty_like(ac)  # (c, chunk, ...): product of a from the chunk's start to t
-        decay[:, first] = ac[:, first]
-        for t in range(first + step, last + step, step):
-            xc[:, t].addcmul_(ac[:, t], xc[:, t - step])
-            torch.mul(decay[:, t - step], ac[:, t], out=decay[:, t])
-        # Pass 2: state entering each chunk, in processing order.
-        order = range(n_chunks - 1, -1, -1) if reverse else range(n_chunks)
-        entering = torch.zeros_like(xc[:, 0])  # (c, ...)
-        prev = None
-        for c in order:
-            if prev is None:
-                if h is not None:
-                    entering[c] = h
-            else:
-                torch.addcmul(xc[prev, last], decay[prev, last], entering[prev], out=entering[c])
-            prev = c
-        # Pass 3: add the decayed entering state everywhere (nothing to add to the first chunk in
-        # processing order unless h0 was given).
-        if h is None:
-            sel = slice(None, -1) if reverse else slice(1, None)
-            xc[sel].addcmul_(decay[sel], entering[sel].unsqueeze(1))
-        else:
-            xc.addcmul_(decay, entering.unsqueeze(1))
-        h = xc[order[-1], last]
+    rest = x.shape[1:]
+    xc = x[:body_len].view(n_chunks, chunk, *rest)  # (c, chunk, ...)
+    ac = a[:body_len].view(n_chunks, chunk, *rest)  # (c, chunk, ...)
+    first, last, step = (chunk - 1, 0, -1) if reverse else (0, chunk - 1, 1)
+    # Pass 1: local scans from a zero state, and running products of the decays.
+    decay = torch.empty_like(ac)  # (c, chunk, ...): product of a from the chunk's start to t
+    decay[:, first] = ac[:, first]
+    for t in range(first + step, last + step, step):
+        xc[:, t].addcmul_(ac[:, t], xc[:, t - step])
+        torch.mul(decay[:, t - step], ac[:, t], out=decay[:, t])
+    # Pass 2: the state after each chunk, H_c = decay_c H_{c-1} + local_c, is itself a scan.
+    # (clone, not contiguous(): the recursion writes into its x, which must not alias xc.)
+    exits = linear_scan_chunked_(decay[:, last].contiguous(), xc[:, last].clone(), h,
+                                 chunk, reverse)  # (c, ...)
+    # Pass 3: chunk c starts from the state after its predecessor in processing order (the first
+    # one from h0, or from nothing when h0 is None).
+    if reverse:
+        later, entering = slice(None, -1), exits[1:]
+        if h is not None:
+            xc[-1].addcmul_(decay[-1], h)
+    else:
+        later, entering = slice(1, None), exits[:-1]
+        if h is not None:
+            xc[0].addcmul_(decay[0], h)
+    xc[later].addcmul_(decay[later], entering.unsqueeze(1))
+    h = exits[0] if reverse else exits[-1]
     if not reverse:
         _steps_(a, x, tail, h)
     return x

@@ -28,16 +28,27 @@ import torch.nn.functional as F
 from ._validate import compute_dtype, validate_scan_inputs
 from .linear import linear_scan_chunked_
 
-#: Elements of one (s, b, d, n) segment tensor (8 MiB in float32). The segment length is this
-#: budget divided by b*d*n. Small enough that every temporary is cheap: the C allocator (glibc)
-#: hands blocks above 32 MiB straight to the operating system, so each new one costs a round of
-#: page faults (10 ms for 32 MiB here) - more than the arithmetic done on it.
-SEGMENT_ELEMENTS = 2 ** 21
+#: Elements of one (s, b, d, n) segment tensor, by device. The segment length is this budget
+#: divided by b*d*n. CPU: 8 MiB in float32, small enough that every temporary is cheap - the C
+#: allocator (glibc) hands blocks above 32 MiB straight to the operating system, so each new one
+#: costs a round of page faults (10 ms for 32 MiB on a 2-core machine), more than the arithmetic
+#: done on it. GPU: 512 MiB, so that typical sequences are one segment and few kernels launch.
+SEGMENT_ELEMENTS = {"cpu": 2 ** 21, "cuda": 2 ** 27}
+
+#: Steps per chunk on the GPU. Small chunks give a deep tree of large operations (GPUs like few,
+#: big kernels); on the CPU sqrt(segment) balances the two loops instead.
+GPU_CHUNK = 8
 
 
-def default_segment(batch: int, d: int, n: int) -> int:
+def default_segment(batch: int, d: int, n: int, device_type: str = "cpu") -> int:
     """Steps per segment so that one (s, b, d, n) tensor holds about ``SEGMENT_ELEMENTS`` values."""
-    return max(1, SEGMENT_ELEMENTS // (batch * d * n))
+    budget = SEGMENT_ELEMENTS.get(device_type, SEGMENT_ELEMENTS["cpu"])
+    return max(1, budget // (batch * d * n))
+
+
+def default_chunk_for(segment: int, device_type: str = "cpu") -> int:
+    """Steps per chunk: about sqrt(segment) on the CPU, ``GPU_CHUNK`` on a GPU."""
+    return GPU_CHUNK if device_type == "cuda" else max(1, round(segment ** 0.5))
 
 
 def _time_major(t):
@@ -64,13 +75,36 @@ def _segment_states(delta, u, A, B, h0, chunk):
     return a, linear_scan_chunked_(a, x, h0, chunk)
 
 
-def _contract_C(h, C):
-    """y_t = <h_t, C_t>: h (s, b, d, n), C (b, n, s) -> y (b, d, s).
+# The contractions over n below are tiny matrix products repeated s*b times. A CPU does them
+# fastest as multiply-and-sum; a GPU as one batched matmul, which reads the big tensor only once.
 
-    Multiply-and-sum beats bmm here: the matrices are tiny (d x n times n x 1) and many.
-    """
-    y = (h * _time_major(C).unsqueeze(2)).sum(-1)  # (s, b, d)
-    return y.permute(1, 2, 0)  # (b, d, s)
+def _sum_n_times(h, v):
+    """sum_n h[s, b, d, n] v[s, b, n] -> (s, b, d), e.g. y_t = <h_t, C_t>."""
+    s, b, d, n = h.shape
+    if h.is_cuda:
+        return torch.bmm(h.view(s * b, d, n), v.reshape(s * b, n, 1)).view(s, b, d)
+    return (h * v.unsqueeze(2)).sum(-1)
+
+
+def _sum_n_times_A(g, A):
+    """sum_n g[s, b, d, n] A[d, n] -> (s, b, d)."""
+    s, b, d, n = g.shape
+    if g.is_cuda:
+        return torch.bmm(g.view(s * b, d, n).transpose(0, 1), A.unsqueeze(-1)).view(d, s, b).permute(1, 2, 0)
+    return (g * A).sum(-1)
+
+
+def _sum_sb_times(g, w):
+    """sum_{s,b} g[s, b, d, n] w[s, b, d] -> (d, n), e.g. dA."""
+    s, b, d, n = g.shape
+    if g.is_cuda:
+        return torch.bmm(g.view(s * b, d, n).permute(1, 2, 0), w.reshape(s * b, d).t().unsqueeze(-1)).squeeze(-1)
+    return (g * w.unsqueeze(-1)).sum(dim=(0, 1))
+
+
+def _contract_C(h, C):
+    """y_t = <h_t, C_t>: h (s, b, d, n), C (b, n, s) -> y (b, d, s)."""
+    return _sum_n_times(h, _time_major(C)).permute(1, 2, 0)
 
 
 class _ChunkedSelectiveScan(torch.autograd.Function):
@@ -161,11 +195,11 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
 
             dt_tm = _time_major(dt_s)  # (s, b, d)
             u_tm = _time_major(u_s)  # (s, b, d)
-            gB = (g * _time_major(B_s).unsqueeze(2)).sum(-1)  # (s, b, d): sum_n g_t B_t
+            gB = _sum_n_times(g, _time_major(B_s))  # (s, b, d): sum_n g_t B_t
             dB[..., s0:s1] = (g * (dt_tm * u_tm).unsqueeze(-1)).sum(2).permute(1, 2, 0)  # (b, n, s)
             del g
-            dA += (g_a_h * dt_tm.unsqueeze(-1)).sum(dim=(0, 1))  # (d, n)
-            ddt_tm = (g_a_h * A).sum(-1) + u_tm * gB  # (s, b, d)
+            dA += _sum_sb_times(g_a_h, dt_tm)  # (d, n)
+            ddt_tm = _sum_n_times_A(g_a_h, A) + u_tm * gB  # (s, b, d)
             del g_a_h
             ddt[..., s0:s1] = ddt_tm.permute(1, 2, 0)
             du[..., s0:s1] += (dt_tm * gB).permute(1, 2, 0)
@@ -184,21 +218,24 @@ def selective_scan_parallel(u, delta, A, B, C, D=None, z=None, delta_bias=None,
                             delta_softplus=False, return_last_state=False,
                             segment: int | None = None, chunk: int | None = None):
     """Selective scan with the chunked algorithm; same arguments and results as
-    ``mamba_ssm.selective_scan_fn``, plus the tuning knobs ``segment`` and ``chunk``.
+    ``mamba_ssm.selective_scan_fn``, plus two tuning knobs: ``segment``, the steps per segment
+    (default :func:`default_segment`), and ``chunk``, the steps per chunk (default
+    :func:`default_chunk_for`).
 
     Returns:
         out (b, d, l) in the dtype of ``u``, and the last state (b, d, n) if ``return_last_state``.
     """
     validate_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
+    device_type = u.device.type
     if segment is None:
-        segment = default_segment(u.shape[0], u.shape[1], A.shape[1])
+        segment = default_segment(u.shape[0], u.shape[1], A.shape[1], device_type)
     if segment < 1:
         raise ValueError(f"segment must be a positive number of steps, got {segment}.")
     out_dtype = u.dtype
     work = compute_dtype(u, delta, A, B, C, D, z, delta_bias)
     cast = [None if t is None else t.to(work) for t in (u, delta, A, B, C, D, z, delta_bias)]
     segment = min(segment, u.shape[-1])
-    chunk = chunk if chunk is not None else max(1, int(round(segment ** 0.5)))
+    chunk = chunk if chunk is not None else default_chunk_for(segment, device_type)
     out, last = _ChunkedSelectiveScan.apply(*cast, delta_softplus, segment, chunk)
     out = out.to(out_dtype)
     return (out, last) if return_last_state else out
