@@ -1,0 +1,69 @@
+"""Packaging: a cheap import, a lazy public API, and the data checksum tool."""
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_import_is_cheap():
+    code = "import sys, lightm_edu; print('torch' in sys.modules, lightm_edu.__version__)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.split()[0] == "False", "importing lightm_edu must not import torch"
+
+
+def test_public_api_resolves_lazily():
+    import lightm_edu
+
+    assert callable(lightm_edu.selective_scan)
+    assert lightm_edu.selective_scan is __import__("lightm_edu.scan", fromlist=["x"]).selective_scan
+    assert "selective_scan" in dir(lightm_edu)
+    with pytest.raises(AttributeError, match="no attribute 'nonexistent'"):
+        lightm_edu.nonexistent
+
+
+def _make_dataset(tmp_path):
+    folder = tmp_path / "toy"
+    (folder / "images").mkdir(parents=True)
+    (folder / "images" / "a.txt").write_bytes(b"hello")
+    digest = hashlib.sha256(b"hello").hexdigest()
+    (folder / "MANIFEST.sha256").write_text(f"{digest}  images/a.txt\n")
+    return folder
+
+
+def _verify(tmp_path, *names):
+    env = {**os.environ, "LIGHTM_EDU_DATA": str(tmp_path)}
+    return subprocess.run([sys.executable, str(ROOT / "data_download" / "verify_checksums.py"), *names],
+                          capture_output=True, text=True, env=env)
+
+
+def test_verify_checksums_accepts_intact_data(tmp_path):
+    _make_dataset(tmp_path)
+    done = _verify(tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "toy: OK" in done.stdout
+
+
+def test_verify_checksums_names_altered_missing_and_escaping_files(tmp_path):
+    folder = _make_dataset(tmp_path)
+    (folder / "images" / "a.txt").write_bytes(b"hellO")
+    with open(folder / "MANIFEST.sha256", "a") as f:
+        f.write(f"{'0' * 64}  images/b.txt\n{'0' * 64}  ../outside.txt\n")
+    done = _verify(tmp_path, "toy")
+    assert done.returncode == 1
+    assert "checksum mismatch for images/a.txt" in done.stdout
+    assert "missing file images/b.txt" in done.stdout
+    assert "outside the folder" in done.stdout
+
+
+def test_verify_checksums_without_data_variable_says_how_to_fix(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "LIGHTM_EDU_DATA"}
+    done = subprocess.run([sys.executable, str(ROOT / "data_download" / "verify_checksums.py")],
+                          capture_output=True, text=True, env=env)
+    assert done.returncode == 1
+    assert "LIGHTM_EDU_DATA is not set" in done.stderr
