@@ -25,7 +25,7 @@ web-assets:
 
 book: env web-assets
 	rm -rf _build
-	$(BIN)/jupyter-book build --all -W --keep-going .
+	LIGHTM_EDU_BOOK_BUILD=1 $(BIN)/jupyter-book build --all -W --keep-going .
 
 test: env
 	$(BIN)/python -m pytest

@@ -67,3 +67,31 @@ def test_verify_checksums_without_data_variable_says_how_to_fix(tmp_path):
                           capture_output=True, text=True, env=env)
     assert done.returncode == 1
     assert "LIGHTM_EDU_DATA is not set" in done.stderr
+
+
+def test_notebook_glue_displays_outside_the_book_and_stores_inside(monkeypatch):
+    from unittest import mock
+
+    from lightm_edu import notebook
+
+    monkeypatch.delenv("LIGHTM_EDU_BOOK_BUILD", raising=False)
+    assert not notebook.in_book_build()
+    with mock.patch("IPython.display.display") as shown:
+        notebook.glue("fig-x", "an object")
+    shown.assert_called_once_with("an object")
+    monkeypatch.setenv("LIGHTM_EDU_BOOK_BUILD", "1")
+    assert notebook.in_book_build()
+    with mock.patch("myst_nb.glue") as stored:
+        notebook.glue("fig-x", "an object")
+    stored.assert_called_once_with("fig-x", "an object", display=False)
+
+
+def test_show_source_displays_the_real_source():
+    from unittest import mock
+
+    from lightm_edu import notebook, ssm
+
+    with mock.patch("IPython.display.display") as shown:
+        notebook.show_source(ssm.ssm_kernel)
+    code = shown.call_args.args[0]
+    assert "def ssm_kernel" in code.data

@@ -1,0 +1,42 @@
+"""Helpers the book's chapters share: show package source code, and place figures.
+
+    show_source(obj)    display the source of a package function or class, as it is in the package
+    glue(name, fig)     hand a figure to the book (which places it with a caption), or show it here
+
+In the built book (the build sets ``LIGHTM_EDU_BOOK_BUILD=1``) figures are stored with
+``myst_nb.glue`` and placed by ``{glue:figure}`` directives with their captions; anywhere else
+(Colab, a local notebook) they are simply displayed where they are made.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+
+__all__ = ["show_source", "glue", "in_book_build"]
+
+
+def in_book_build() -> bool:
+    """True while the book is being built (``LIGHTM_EDU_BOOK_BUILD`` is set to a non-empty value
+    other than "0")."""
+    return os.environ.get("LIGHTM_EDU_BOOK_BUILD", "") not in ("", "0")
+
+
+def show_source(obj) -> None:
+    """Display the source code of ``obj`` with syntax highlighting, so the book cannot drift from
+    the package."""
+    from IPython.display import Code, display
+
+    display(Code(inspect.getsource(obj), language="python"))
+
+
+def glue(name: str, obj) -> None:
+    """Give ``obj`` (e.g. a matplotlib figure) to the book under ``name``, or display it."""
+    if in_book_build():
+        from myst_nb import glue as myst_glue
+
+        myst_glue(name, obj, display=False)
+    else:
+        from IPython.display import display
+
+        display(obj)
