@@ -46,9 +46,10 @@ def selective_scan_mamba_ssm(u, delta, A, B, C, D=None, z=None, delta_bias=None,
     """Call ``mamba_ssm.selective_scan_fn`` after the same input checks as the other backends."""
     validate_scan_inputs(u, delta, A, B, C, D, z, delta_bias)
     if u.device.type != "cuda":
+        missing = "" if mamba_ssm_installed() else f" Note also: {INSTALL_HINT}"
         raise BackendUnavailableError(
             f"The 'mamba_ssm' backend runs on CUDA tensors only, but the inputs are on {u.device}. "
-            "Move them with .cuda() or choose backend='parallel'."
+            f"Move them with .cuda() or choose backend='parallel'.{missing}"
         )
     kernel = _load_kernel()
     # The kernel wants unit stride along the sequence; contiguous() is free when it already is.
