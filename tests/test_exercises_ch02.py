@@ -61,6 +61,7 @@ def test_step_wrong_broadcast_reports_the_shape():
     feedback = ch02.check_selective_step(lambda x, dt, A, B, u: torch.exp(dt[..., None] * A) * x + dt * B * u)
     assert not feedback
     assert "raised" in messages(feedback)
+    assert "shapes here" in messages(feedback) and "unsqueeze" in messages(feedback)
 
 
 def test_step_wrong_shape_is_reported():
@@ -161,6 +162,7 @@ def test_loop_exception_is_reported_not_raised():
     feedback = ch02.check_selective_scan_loop(broken)
     assert not feedback
     assert "raised" in messages(feedback)
+    assert "shapes here" in messages(feedback)
 
 
 # --------------------------------------------------------------------------- exercise 3: half-life
