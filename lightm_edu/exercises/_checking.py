@@ -52,7 +52,14 @@ def not_attempted(what: str = "this exercise") -> Feedback:
 
 def call_learner(fn, *args, **kwargs):
     """Call the learner's function; return ``(result, None)`` or ``(None, Feedback)`` when it
-    raised, returned None, or is still the ``NotImplementedError`` placeholder."""
+    raised, returned None, or is still the ``NotImplementedError`` placeholder.
+
+    The Feedback of a failure is falsy (it did not pass), so test it with ``is not None``::
+
+        result, failure = call_learner(fn, x)
+        if failure is not None:
+            return failure
+    """
     if fn is None or fn is Ellipsis:
         return None, not_attempted()
     if not callable(fn):
