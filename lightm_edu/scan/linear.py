@@ -80,6 +80,8 @@ def linear_scan_log_depth(a: Tensor, x: Tensor) -> Tensor:
 
 def _steps_(a: Tensor, x: Tensor, steps, h: Tensor | None):
     """Plain in-place steps ``x_t <- a_t h + x_t; h <- x_t`` over the time indices ``steps``."""
+    if len(steps) > 1:
+        a, x = a.unbind(0), x.unbind(0)  # one call instead of an indexing per step
     for t in steps:
         if h is not None:
             x[t].addcmul_(a[t], h)
@@ -94,7 +96,7 @@ def default_chunk(length: int) -> int:
 
 @torch.no_grad()
 def linear_scan_chunked_(a: Tensor, x: Tensor, h0: Tensor | None = None, chunk: int | None = None,
-                         reverse: bool = False) -> Tensor:
+                         reverse: bool = False, decay: Tensor | None = None) -> Tensor:
     """Chunked scan, computed in place in ``x`` (no autograd; the selective scan's backward calls
     it too). Returns ``x``, now holding ``h``.
 
@@ -117,6 +119,7 @@ def linear_scan_chunked_(a: Tensor, x: Tensor, h0: Tensor | None = None, chunk: 
     Args:
         a, x: (l, ...), contiguous; ``x`` is overwritten.  h0: (...) or None (zeros).
         chunk: steps per chunk (default :func:`default_chunk`).
+        decay: optional scratch tensor with as many elements as ``x`` (saves an allocation).
     Returns:
         x, holding h (l, ...).
     """
@@ -139,11 +142,13 @@ def linear_scan_chunked_(a: Tensor, x: Tensor, h0: Tensor | None = None, chunk: 
     ac = a[:body_len].view(n_chunks, chunk, *rest)  # (c, chunk, ...)
     first, last, step = (chunk - 1, 0, -1) if reverse else (0, chunk - 1, 1)
     # Pass 1: local scans from a zero state, and running products of the decays.
-    decay = torch.empty_like(ac)  # (c, chunk, ...): product of a from the chunk's start to t
+    # (c, chunk, ...): product of a from the chunk's start to t
+    decay = torch.empty_like(ac) if decay is None else decay.view(-1)[:ac.numel()].view(ac.shape)
     decay[:, first] = ac[:, first]
+    xs, as_, ds = xc.unbind(1), ac.unbind(1), decay.unbind(1)  # views of each step, (c, ...) each
     for t in range(first + step, last + step, step):
-        xc[:, t].addcmul_(ac[:, t], xc[:, t - step])
-        torch.mul(decay[:, t - step], ac[:, t], out=decay[:, t])
+        xs[t].addcmul_(as_[t], xs[t - step])
+        torch.mul(ds[t - step], as_[t], out=ds[t])
     # Pass 2: the state after each chunk, H_c = decay_c H_{c-1} + local_c, is itself a scan.
     # (clone, not contiguous(): the recursion writes into its x, which must not alias xc.)
     exits = linear_scan_chunked_(decay[:, last].contiguous(), xc[:, last].clone(), h,

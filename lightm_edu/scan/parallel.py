@@ -22,6 +22,9 @@ Layout inside a segment is time-major, (s, b, d, n), so each time step is one co
 
 from __future__ import annotations
 
+import math
+import threading
+
 import torch
 import torch.nn.functional as F
 
@@ -51,28 +54,67 @@ def default_chunk_for(segment: int, device_type: str = "cpu") -> int:
     return GPU_CHUNK if device_type == "cuda" else max(1, round(segment ** 0.5))
 
 
+class _Workspace(threading.local):
+    """Scratch tensors reused from call to call, one set per thread, on the CPU only.
+
+    A fresh multi-megabyte CPU tensor costs page faults on first touch, often more than the
+    arithmetic done on it; GPUs need no such cache (PyTorch's CUDA allocator already keeps
+    memory). At most five segment-sized tensors are kept: ``clear_workspace()`` frees them.
+    """
+
+    def __init__(self):
+        self.buffers: dict[str, torch.Tensor] = {}
+
+    def get(self, name: str, shape, like: torch.Tensor) -> torch.Tensor:
+        numel = math.prod(shape)
+        if like.device.type != "cpu":
+            return torch.empty(shape, dtype=like.dtype, device=like.device)
+        buffer = self.buffers.get(name)
+        if buffer is None or buffer.numel() < numel or buffer.dtype != like.dtype:
+            buffer = self.buffers[name] = torch.empty(numel, dtype=like.dtype)
+        return buffer[:numel].view(shape)
+
+
+_WORKSPACE = _Workspace()
+
+
+def clear_workspace() -> None:
+    """Free the scratch tensors that the parallel backend keeps for reuse in this thread."""
+    _WORKSPACE.buffers.clear()
+
+
 def _time_major(t):
     """(b, k, s) -> (s, b, k), contiguous."""
     return t.permute(2, 0, 1).contiguous()
 
 
-def _segment_inputs(delta, u, A, B):
-    """Decays and inputs of one segment, time-major.
+def _segment_inputs(dt_tm, u_tm, A, B_tm):
+    """Decays and inputs of one segment, time-major, in workspace tensors.
 
     Args:
-        delta, u: (b, d, s).  A: (d, n).  B: (b, n, s).
+        dt_tm, u_tm: (s, b, d).  A: (d, n).  B_tm: (s, b, n).
     Returns:
         a = exp(delta A) (s, b, d, n), x = delta B u (s, b, d, n).
     """
-    a = (_time_major(delta).unsqueeze(-1) * A).exp_()  # (s, b, d, n)
-    x = _time_major(delta * u).unsqueeze(-1) * _time_major(B).unsqueeze(2)  # (s, b, d, n)
+    shape = (*dt_tm.shape, A.shape[1])
+    a = torch.mul(dt_tm.unsqueeze(-1), A, out=_WORKSPACE.get("a", shape, dt_tm))
+    a.exp_()  # (s, b, d, n)
+    x = torch.mul((dt_tm * u_tm).unsqueeze(-1), B_tm.unsqueeze(2),
+                  out=_WORKSPACE.get("x", shape, dt_tm))  # (s, b, d, n)
     return a, x
 
 
-def _segment_states(delta, u, A, B, h0, chunk):
+def _segment_states(dt_tm, u_tm, A, B_tm, h0, chunk):
     """States h_t of one segment, starting from h0 (b, d, n) or zeros. Returns a, h (s, b, d, n)."""
-    a, x = _segment_inputs(delta, u, A, B)
-    return a, linear_scan_chunked_(a, x, h0, chunk)
+    a, x = _segment_inputs(dt_tm, u_tm, A, B_tm)
+    return a, linear_scan_chunked_(a, x, h0, chunk, decay=_WORKSPACE.get("decay", x.shape, x))
+
+
+def _product(p, q):
+    """p * q (broadcast to the segment shape) in the scratch tensor: for products that are only
+    summed."""
+    shape = torch.broadcast_shapes(p.shape, q.shape)
+    return torch.mul(p, q, out=_WORKSPACE.get("product", shape, p))
 
 
 # The contractions over n below are tiny matrix products repeated s*b times. A CPU does them
@@ -83,7 +125,7 @@ def _sum_n_times(h, v):
     s, b, d, n = h.shape
     if h.is_cuda:
         return torch.bmm(h.view(s * b, d, n), v.reshape(s * b, n, 1)).view(s, b, d)
-    return (h * v.unsqueeze(2)).sum(-1)
+    return _product(h, v.unsqueeze(2)).sum(-1)
 
 
 def _sum_n_times_A(g, A):
@@ -91,7 +133,7 @@ def _sum_n_times_A(g, A):
     s, b, d, n = g.shape
     if g.is_cuda:
         return torch.bmm(g.view(s * b, d, n).transpose(0, 1), A.unsqueeze(-1)).view(d, s, b).permute(1, 2, 0)
-    return (g * A).sum(-1)
+    return _product(g, A).sum(-1)
 
 
 def _sum_sb_times(g, w):
@@ -99,7 +141,7 @@ def _sum_sb_times(g, w):
     s, b, d, n = g.shape
     if g.is_cuda:
         return torch.bmm(g.view(s * b, d, n).permute(1, 2, 0), w.reshape(s * b, d).t().unsqueeze(-1)).squeeze(-1)
-    return (g * w.unsqueeze(-1)).sum(dim=(0, 1))
+    return _product(g, w.unsqueeze(-1)).sum(dim=(0, 1))
 
 
 def _contract_C(h, C):
@@ -120,7 +162,8 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         for s0 in range(0, length, segment):
             s1 = min(length, s0 + segment)
             entering.append(h)
-            _, states = _segment_states(dt[..., s0:s1], u[..., s0:s1], A, B[..., s0:s1], h, chunk)
+            _, states = _segment_states(_time_major(dt[..., s0:s1]), _time_major(u[..., s0:s1]), A,
+                                        _time_major(B[..., s0:s1]), h, chunk)
             y[..., s0:s1] = _contract_C(states, C[..., s0:s1])
             h = states[-1].clone()  # (b, d, n)
         out = y if D is None else y + D.unsqueeze(-1) * u
@@ -162,25 +205,29 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
             s0 = starts[index]
             s1 = min(length, s0 + segment)
             s = s1 - s0
-            dt_s, u_s, B_s = dt[..., s0:s1], u[..., s0:s1], B[..., s0:s1]
+            dt_tm = _time_major(dt[..., s0:s1])  # (s, b, d)
+            u_tm = _time_major(u[..., s0:s1])  # (s, b, d)
+            B_tm = _time_major(B[..., s0:s1])  # (s, b, n)
             h_in = ctx.entering[index]
-            a, h = _segment_states(dt_s, u_s, A, B_s, h_in, chunk)  # (s, b, d, n) each
+            a, h = _segment_states(dt_tm, u_tm, A, B_tm, h_in, chunk)  # (s, b, d, n) each
 
             # dC_t = sum_d dy_t h_t
             dy_tm = _time_major(dy[..., s0:s1])  # (s, b, d)
-            dC[..., s0:s1] = (h * dy_tm.unsqueeze(-1)).sum(2).permute(1, 2, 0)  # (b, n, s)
+            dC[..., s0:s1] = _product(h, dy_tm.unsqueeze(-1)).sum(2).permute(1, 2, 0)  # (b, n, s)
 
             # g_t = a_{t+1} g_{t+1} + dy_t C_t, scanned backwards. The decays a_{t+1} are `a`
             # shifted by one step, so the scan runs on a[1:] and the last step, which needs the
             # first decay of the next segment (none after the end), is done here.
-            g = dy_tm.unsqueeze(-1) * _time_major(C[..., s0:s1]).unsqueeze(2)  # (s, b, d, n)
+            g = torch.mul(dy_tm.unsqueeze(-1), _time_major(C[..., s0:s1]).unsqueeze(2),
+                          out=_WORKSPACE.get("g", h.shape, h))  # (s, b, d, n)
             if g_next is not None:
                 if s1 < length:
                     a_after = (dt[:, :, s1].unsqueeze(-1) * A).exp_()  # (b, d, n)
                     g[-1].addcmul_(a_after, g_next)
                 else:
                     g[-1].add_(g_next)  # the gradient of the returned last state
-            linear_scan_chunked_(a[1:], g[:-1], g[-1], chunk, reverse=True)
+            linear_scan_chunked_(a[1:], g[:-1], g[-1], chunk, reverse=True,
+                                 decay=_WORKSPACE.get("decay", h.shape, h))
             g_next = g[0].clone()
 
             # g_t a_t h_{t-1}, built in place in `a` (h_{-1} is the entering state).
@@ -193,10 +240,8 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
             g_a_h = a  # (s, b, d, n)
             del h
 
-            dt_tm = _time_major(dt_s)  # (s, b, d)
-            u_tm = _time_major(u_s)  # (s, b, d)
-            gB = _sum_n_times(g, _time_major(B_s))  # (s, b, d): sum_n g_t B_t
-            dB[..., s0:s1] = (g * (dt_tm * u_tm).unsqueeze(-1)).sum(2).permute(1, 2, 0)  # (b, n, s)
+            gB = _sum_n_times(g, B_tm)  # (s, b, d): sum_n g_t B_t
+            dB[..., s0:s1] = _product(g, (dt_tm * u_tm).unsqueeze(-1)).sum(2).permute(1, 2, 0)  # (b, n, s)
             del g
             dA += _sum_sb_times(g_a_h, dt_tm)  # (d, n)
             ddt_tm = _sum_n_times_A(g_a_h, A) + u_tm * gB  # (s, b, d)
