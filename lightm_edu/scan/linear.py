@@ -80,12 +80,15 @@ def linear_scan_log_depth(a: Tensor, x: Tensor) -> Tensor:
 
 def _steps_(a: Tensor, x: Tensor, steps, h: Tensor | None):
     """Plain in-place steps ``x_t <- a_t h + x_t; h <- x_t`` over the time indices ``steps``."""
-    if len(steps) > 1:
-        a, x = a.unbind(0), x.unbind(0)  # one call instead of an indexing per step
+    if len(steps) == 0:
+        return h
+    low = min(steps)
+    # Views of just the steps needed, made by one call instead of an indexing per step.
+    a_steps, x_steps = a[low:max(steps) + 1].unbind(0), x[low:max(steps) + 1].unbind(0)
     for t in steps:
         if h is not None:
-            x[t].addcmul_(a[t], h)
-        h = x[t]
+            x_steps[t - low].addcmul_(a_steps[t - low], h)
+        h = x_steps[t - low]
     return h
 
 
