@@ -267,3 +267,13 @@ def test_bad_inputs_name_the_argument(backend, changes, pattern):
 def test_parallel_rejects_bad_segment():
     with pytest.raises(ValueError, match="segment must be a positive number of steps"):
         selective_scan_parallel(**_bad(), segment=0)
+
+
+def test_log_depth_partial_rounds_hold_partial_prefixes():
+    # After k rounds, position t combines the 2^k steps ending at t (or all of them, if fewer).
+    a = torch.rand(8, dtype=torch.float64, generator=torch.Generator().manual_seed(4))
+    x = torch.randn(8, dtype=torch.float64, generator=torch.Generator().manual_seed(5))
+    one_round = linear_scan_log_depth(a, x, rounds=1)
+    torch.testing.assert_close(one_round[1:], a[1:] * x[:-1] + x[1:])
+    torch.testing.assert_close(linear_scan_log_depth(a, x, rounds=3), linear_scan_sequential(a, x))
+    torch.testing.assert_close(linear_scan_log_depth(a, x, rounds=0), x)

@@ -130,23 +130,6 @@ def check_combine(fn) -> Feedback:
 # ----------------------------------------------------------------------------------- exercise 2
 
 
-def _hillis_steele_rounds(a, x, rounds):
-    """The x part after ``rounds`` rounds of Hillis-Steele (to recognise a scan stopped early)."""
-    import torch
-
-    from lightm_edu.scan.linear import combine
-
-    offset = 1
-    for _ in range(rounds):
-        if offset >= x.shape[0]:
-            break
-        a_new, x_new = combine((a[:-offset], x[:-offset]), (a[offset:], x[offset:]))
-        a = torch.cat([a[:offset], a_new])
-        x = torch.cat([x[:offset], x_new])
-        offset *= 2
-    return x
-
-
 def check_log_depth_scan(fn) -> Feedback:
     """Check ``fn(a, x) -> h``, an inclusive scan of ``h_t = a_t h_{t-1} + x_t`` (``h_{-1} = 0``).
 
@@ -157,7 +140,7 @@ def check_log_depth_scan(fn) -> Feedback:
     """
     import torch
 
-    from lightm_edu.scan.linear import linear_scan_sequential
+    from lightm_edu.scan.linear import linear_scan_log_depth, linear_scan_sequential
 
     lengths = (1, 2, 5, 8, 13)
     failures = []
@@ -195,7 +178,7 @@ def check_log_depth_scan(fn) -> Feedback:
                 return wrong(f"At l = {length} you return x unchanged: no round was applied.",
                              "Loop over rounds: offset = 1, 2, 4, ... while offset < l.")
             for rounds in range(1, needed):
-                if _close(got, _hillis_steele_rounds(a, x, rounds)):
+                if _close(got, linear_scan_log_depth(a, x, rounds=rounds)):
                     return wrong(f"At l = {length} your scan stops after {rounds} round(s); it needs "
                                  f"ceil(log2 {length}) = {needed}.",
                                  "Keep doubling the offset while offset < l (not <= l/2 or < log2 l).")

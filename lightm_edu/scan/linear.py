@@ -54,7 +54,7 @@ def linear_scan_sequential(a: Tensor, x: Tensor, h0: Tensor | None = None) -> Te
     return torch.stack(states, dim=0)  # (l, ...)
 
 
-def linear_scan_log_depth(a: Tensor, x: Tensor) -> Tensor:
+def linear_scan_log_depth(a: Tensor, x: Tensor, rounds: int | None = None) -> Tensor:
     """Hillis-Steele inclusive scan with :func:`combine`: ceil(log2 l) rounds, each fully parallel.
 
     Round k combines every position t with position t - 2^k. After the last round, position t holds
@@ -63,12 +63,14 @@ def linear_scan_log_depth(a: Tensor, x: Tensor) -> Tensor:
 
     Args:
         a, x: (l, ...).
+        rounds: stop after this many rounds (to look at the partial prefixes); None runs them all.
     Returns:
-        h (l, ...).
+        h (l, ...), or the partial result after ``rounds`` rounds.
     """
     length = x.shape[0]
-    offset = 1
-    while offset < length:
+    offset, done = 1, 0
+    while offset < length and (rounds is None or done < rounds):
+        done += 1
         # Positions t >= offset take (a, x) at t - offset as their left neighbour; the first
         # `offset` positions already hold complete prefixes and stay as they are.
         a_new, x_new = combine((a[:-offset], x[:-offset]), (a[offset:], x[offset:]))
