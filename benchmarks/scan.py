@@ -4,7 +4,8 @@ For batch 2, d_inner 64, N 16 and each length L it measures forward and forward+
 the peak extra memory of one forward+backward, for
 
     sequential   lightm_edu's loop over time (the reference)
-    parallel     lightm_edu's chunked scan
+    parallel     lightm_edu's chunked scan (recomputes states in the backward pass: lean memory)
+    parallel_saved  the same with save_states=True (keeps them: faster, memory grows with L)
     pscan        mambapy's Blelloch scan (optional: pip install mambapy), wrapped into the same
                  selective scan (softplus, exp(delta A), delta B u, <h, C>, D, SiLU(z) gate)
     mamba_ssm    the CUDA kernel (GPU only, when installed)
@@ -40,7 +41,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     parser.add_argument("--lengths", type=int, nargs="+", default=list(LENGTHS))
-    parser.add_argument("--backends", nargs="+", default=["sequential", "parallel", "pscan", "mamba_ssm"])
+    parser.add_argument("--backends", nargs="+",
+                        default=["sequential", "parallel", "parallel_saved", "pscan", "mamba_ssm"])
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up")
     parser.add_argument("--budget", type=float, default=3.0, help="stop repeating after this many seconds")
@@ -86,32 +88,33 @@ def print_table(rows, args, backends):
     where = f"CPU, {args.threads} threads" if args.device == "cpu" else torch.cuda.get_device_name()
     print(f"\nSelective scan, batch {BATCH}, d_inner {D_INNER}, N {D_STATE}, fp32, {where}, torch {torch.__version__}")
     refs = [r for r in ("sequential", "pscan", "mamba_ssm") if r in backends]
-    header = f"{'L':>6} {'backend':<11} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MiB':>9}" + "".join(
+    header = f"{'L':>6} {'backend':<14} {'fwd ms':>9} {'fwd+bwd ms':>11} {'peak MiB':>9}" + "".join(
         f" {'x vs ' + r:>14}" for r in refs)
     print(header)
     print("-" * len(header))
     for length in args.lengths:
         for name in backends:
             r = rows[length, name]
-            line = f"{length:>6} {name:<11} {r['fwd'] * 1e3:>9.2f} {r['fwd_bwd'] * 1e3:>11.2f} {r['peak_mib']:>9.1f}"
+            line = f"{length:>6} {name:<14} {r['fwd'] * 1e3:>9.2f} {r['fwd_bwd'] * 1e3:>11.2f} {r['peak_mib']:>9.1f}"
             for ref in refs:  # > 1 means faster than the reference (fwd+bwd)
                 line += f" {rows[length, ref]['fwd_bwd'] / r['fwd_bwd']:>14.2f}"
             print(line)
-    if "parallel" not in backends:
-        return
-    print("\nparallel, forward+backward, measured above:")
-    for length in args.lengths:
-        p = rows[length, "parallel"]
-        cpu_refs = [r for r in ("sequential", "pscan") if r in backends]
-        if cpu_refs:
-            best = min(cpu_refs, key=lambda r: rows[length, r]["fwd_bwd"])
-            line = (f"  L={length:>6}: {rows[length, best]['fwd_bwd'] / p['fwd_bwd']:.2f}x faster than the faster "
-                    f"of {' and '.join(cpu_refs)} ({best})")
-            if "pscan" in backends:
-                line += f"; peak memory {p['peak_mib'] / rows[length, 'pscan']['peak_mib']:.2f}x pscan's"
-            print(line)
-        if "mamba_ssm" in backends:
-            print(f"  L={length:>6}: {p['fwd_bwd'] / rows[length, 'mamba_ssm']['fwd_bwd']:.2f}x the time of mamba_ssm")
+    references = [r for r in ("sequential", "pscan") if r in backends]
+    for name in ("parallel", "parallel_saved"):
+        if name not in backends:
+            continue
+        print(f"\n{name}, forward+backward, measured above:")
+        for length in args.lengths:
+            p = rows[length, name]
+            if references:
+                best = min(references, key=lambda r: rows[length, r]["fwd_bwd"])
+                line = (f"  L={length:>6}: {rows[length, best]['fwd_bwd'] / p['fwd_bwd']:.2f}x faster than the "
+                        f"faster of {' and '.join(references)} ({best})")
+                if "pscan" in backends:
+                    line += f"; peak memory {p['peak_mib'] / rows[length, 'pscan']['peak_mib']:.2f}x pscan's"
+                print(line)
+            if "mamba_ssm" in backends:
+                print(f"  L={length:>6}: {p['fwd_bwd'] / rows[length, 'mamba_ssm']['fwd_bwd']:.2f}x the time of mamba_ssm")
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ Used by ``benchmarks/scan.py`` (the full table, each run in its own process) and
 ``exp(delta A)``, ``delta B u``, the scan, ``<h, C>``, ``D u`` and the ``SiLU(z)`` gate.
 
     sequential, parallel, mamba_ssm   lightm_edu's backends (``lightm_edu.selective_scan``)
+    parallel_saved                    "parallel" with ``save_states=True`` (keeps the states for the
+                                      backward pass instead of recomputing them: faster, more memory)
     pscan                             mambapy's Blelloch scan (optional: ``pip install mambapy``)
 """
 
@@ -55,7 +57,7 @@ def available(name: str, device: str = "cpu") -> bool:
         return importlib.util.find_spec("mambapy") is not None
     if name == "mamba_ssm":
         return device == "cuda" and importlib.util.find_spec("mamba_ssm") is not None
-    return name in ("sequential", "parallel")
+    return name in ("sequential", "parallel", "parallel_saved")
 
 
 def get_fn(name):
@@ -63,6 +65,10 @@ def get_fn(name):
         return pscan_selective_scan
     from lightm_edu import selective_scan
 
+    if name == "parallel_saved":
+        from lightm_edu.scan.parallel import selective_scan_parallel
+
+        return lambda **kw: selective_scan_parallel(**kw, delta_softplus=True, save_states=True)
     return lambda **kw: selective_scan(**kw, delta_softplus=True, backend=name)
 
 

@@ -109,6 +109,18 @@ def test_parallel_segments_and_chunks_match_sequential(segment, chunk):
     assert_same(result, reference, rtol=1e-10, atol=1e-10)
 
 
+@pytest.mark.parametrize("segment", [None, 16])
+def test_parallel_saved_states_give_the_same_gradients(segment):
+    inputs = random_scan_inputs(batch=2, d=4, length=70, n=3, dtype=torch.float64, seed=8)
+    g = torch.Generator().manual_seed(9)
+    out_weight = torch.randn(2, 4, 70, generator=g, dtype=torch.float64)
+    last_weight = torch.randn(2, 4, 3, generator=g, dtype=torch.float64)
+    reference = run_with_grads(selective_scan_sequential, inputs, out_weight=out_weight, last_weight=last_weight)
+    result = run_with_grads(selective_scan_parallel, inputs, out_weight=out_weight, last_weight=last_weight,
+                            segment=segment, save_states=True)
+    assert_same(result, reference, rtol=1e-10, atol=1e-10)
+
+
 def test_parallel_matches_sequential_realistic_size_float32():
     inputs = random_scan_inputs(batch=2, d=16, length=3000, n=16, dtype=torch.float32, seed=5)
     reference = run_with_grads(selective_scan_sequential, inputs)
