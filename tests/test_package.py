@@ -72,6 +72,8 @@ def test_verify_checksums_without_data_variable_says_how_to_fix(tmp_path):
 def test_notebook_glue_displays_outside_the_book_and_stores_inside(monkeypatch):
     from unittest import mock
 
+    pytest.importorskip("IPython")
+    pytest.importorskip("myst_nb")
     from lightm_edu import notebook
 
     monkeypatch.delenv("LIGHTM_EDU_BOOK_BUILD", raising=False)
@@ -89,6 +91,7 @@ def test_notebook_glue_displays_outside_the_book_and_stores_inside(monkeypatch):
 def test_show_source_displays_the_real_source():
     from unittest import mock
 
+    pytest.importorskip("IPython")
     from lightm_edu import notebook, ssm
 
     with mock.patch("IPython.display.display") as shown:
