@@ -7,6 +7,9 @@ the first use of a name below imports the module that defines it.
     BackendUnavailableError                                       (lightm_edu.scan, chapters 2-3)
     discretize_zoh, discretize_bilinear, discretize_mamba, ssm_recurrence, ssm_kernel,
     causal_convolution, s4d_real_init                             (lightm_edu.ssm, chapter 1)
+    Mamba                                                         (lightm_edu.mamba, chapter 4)
+    RVMLayer, ResidualMambaBlock, ResidualUpBlock                 (lightm_edu.layers, chapters 5-6)
+    LightMUNet, pad_to_multiple, crop_to_size                     (lightm_edu.model, chapter 6)
 """
 
 from __future__ import annotations
@@ -30,6 +33,13 @@ _LAZY = {
     "ssm_kernel": "lightm_edu.ssm",
     "causal_convolution": "lightm_edu.ssm",
     "s4d_real_init": "lightm_edu.ssm",
+    "Mamba": "lightm_edu.mamba",
+    "RVMLayer": "lightm_edu.layers",
+    "ResidualMambaBlock": "lightm_edu.layers",
+    "ResidualUpBlock": "lightm_edu.layers",
+    "LightMUNet": "lightm_edu.model",
+    "pad_to_multiple": "lightm_edu.model",
+    "crop_to_size": "lightm_edu.model",
 }
 
 __all__ = sorted(_LAZY) + ["__version__"]
