@@ -41,9 +41,41 @@ def with_grad(inputs):
     return {k: (None if v is None else v.clone().requires_grad_()) for k, v in inputs.items()}
 
 
+def fixture_path(name: str) -> Path:
+    """A reference fixture: from tests/fixtures, else from the folder named by LIGHTM_EDU_FIXTURES
+    (the large ones are not committed). Skips the test, saying how to fix it, when absent."""
+    for folder in (FIXTURES, os.environ.get("LIGHTM_EDU_FIXTURES")):
+        if folder and (Path(folder) / name).is_file():
+            return Path(folder) / name
+    pytest.skip(f"reference fixture {name} not found: set LIGHTM_EDU_FIXTURES to the folder that holds it")
+
+
 @pytest.fixture(scope="session")
 def scan_fixture():
-    return torch.load(FIXTURES / "selective_scan_fn.pt", weights_only=True)
+    return torch.load(fixture_path("selective_scan_fn.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def mamba_fixture():
+    return torch.load(fixture_path("mamba_block.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def lightmunet_fixture():
+    return torch.load(fixture_path("lightmunet_tiny.pt"), weights_only=True)
+
+
+@pytest.fixture(scope="session")
+def official_keys():
+    """{config header: {official key: shape string}} from official_state_dict_keys.txt."""
+    tables, current = {}, None
+    for line in fixture_path("official_state_dict_keys.txt").read_text().splitlines():
+        if line.startswith("#"):
+            current = tables.setdefault(line[1:].strip(), {})
+        elif line.strip():
+            key, shape = line.split("\t")
+            current[key] = shape
+    return tables
 
 
 def pytest_configure(config):
