@@ -32,6 +32,7 @@ test: env
 
 benchmark: env
 	$(BIN)/python benchmarks/scan.py
+	$(BIN)/python benchmarks/model.py
 
 clean:
 	rm -rf _build .pytest_cache

@@ -15,8 +15,8 @@ from __future__ import annotations
 import importlib.util
 import time
 
-__all__ = ["make_inputs", "pscan_selective_scan", "measure", "available", "BATCH", "D_INNER", "D_STATE",
-           "LENGTHS"]
+__all__ = ["make_inputs", "pscan_selective_scan", "measure", "available", "time_forward", "BATCH", "D_INNER",
+           "D_STATE", "LENGTHS"]
 
 BATCH, D_INNER, D_STATE = 2, 64, 16
 LENGTHS = (1024, 4096, 16384, 65536)  # the lengths of the full benchmark
@@ -130,3 +130,21 @@ def measure(name: str, length: int, device: str = "cpu", repeats: int = 3, budge
     return {"fwd_bwd": results[0], "fwd": results[1], "peak_mib": peak}
 
 
+
+
+def time_forward(model, x, repeats: int = 3, budget_s: float = 10.0) -> float:
+    """Best-of wall time in seconds of ``model(x)`` without gradients, after one warm-up run
+    (fewer repeats once ``budget_s`` is spent)."""
+    import torch
+
+    sync = torch.cuda.synchronize if x.is_cuda else (lambda: None)
+    times, spent = [], 0.0
+    with torch.no_grad():
+        while len(times) < repeats + 1 and (spent < budget_s or len(times) < 2):
+            sync()
+            start = time.perf_counter()
+            model(x)
+            sync()
+            times.append(time.perf_counter() - start)
+            spent += times[-1]
+    return min(times[1:])
