@@ -70,13 +70,26 @@ def call_learner(fn, *args, **kwargs):
     except NotImplementedError:
         return None, not_attempted("the function body")
     except Exception as error:  # the learner's bug: report it instead of stopping the notebook
-        frames = traceback.extract_tb(error.__traceback__)
-        where = f" (line {frames[-1].lineno}: {frames[-1].line})" if frames else ""
+        frames = _learner_frames(traceback.extract_tb(error.__traceback__))
+        where = ""
+        if frames:
+            where = f" (line {frames[-1].lineno}" + (f": {frames[-1].line})" if frames[-1].line else ")")
         return None, wrong(f"Your function raised {type(error).__name__}: {error}{where}",
                            "Run it on the example inputs in the exercise to see the full traceback.")
     if result is None:
         return None, wrong("Your function returned None.", "Did you forget a `return` statement?")
     return result, None
+
+
+def _learner_frames(frames):
+    """The traceback frames from the learner's code: not from this checker, this package or a
+    library (so an error raised deep inside torch points at the learner's line that called it)."""
+    import os
+
+    package = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    libraries = ("site-packages", "dist-packages", os.path.dirname(os.__file__))
+    return [f for f in frames
+            if not f.filename.startswith(package) and not any(lib in f.filename for lib in libraries)]
 
 
 def compare_tensors(got, expected, name: str = "result", rtol: float = 1e-4, atol: float = 1e-6,
