@@ -1,0 +1,117 @@
+"""The ``lightm-edu`` command: ``info``, ``train``, ``evaluate``.
+
+    lightm-edu info
+    lightm-edu train --task cxr_lung --out runs/cxr [--fast] [--epochs N] [--resume] ...
+    lightm-edu evaluate --checkpoint runs/cxr/last.pt [--data DIR] [--out metrics.csv]
+
+Each subcommand has ``--help``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+
+
+def cmd_info(args) -> int:
+    """Print versions, devices and the selective-scan backends available here."""
+    import torch
+
+    import lightm_edu
+    from lightm_edu.scan import available_backends, get_scan_backend, resolve_backend
+
+    print(f"lightm_edu {lightm_edu.__version__}, Python {platform.python_version()}, torch {torch.__version__}")
+    cuda = torch.cuda.is_available()
+    devices = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] if cuda else []
+    print(f"CUDA: {'yes: ' + ', '.join(devices) if cuda else 'no'}")
+    for device in ("cpu", "cuda") if cuda else ("cpu",):
+        chosen = get_scan_backend()
+        print(f"scan backends on {device}: {', '.join(available_backends(device))}; "
+              f"{chosen!r} resolves to {resolve_backend(chosen, device)!r}")
+    try:
+        import monai
+
+        print(f"MONAI {monai.__version__}")
+    except ImportError:
+        print("MONAI: not installed (needed for data, training and evaluation: pip install monai)")
+    import os
+
+    print(f"LIGHTM_EDU_DATA: {os.environ.get('LIGHTM_EDU_DATA', '(not set)')}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from lightm_edu.train import TrainConfig, train
+
+    config = TrainConfig(task=args.task, data_dir=args.data, out_dir=args.out, split_file=args.split,
+                         n_val=args.n_val, n_test=args.n_test, epochs=args.epochs,
+                         iterations_per_epoch=args.iterations, batch_size=args.batch_size,
+                         patch_size=tuple(args.patch_size) if args.patch_size else None,
+                         init_filters=args.init_filters, lr=args.lr, bf16=args.bf16, scan_backend=args.backend,
+                         seed=args.seed, num_workers=args.workers, device=args.device, fast=args.fast)
+    summary = train(config, resume=args.resume)
+    last = summary["history"][-1] if summary["history"] else None
+    print(f"checkpoint: {summary['checkpoint']}")
+    if last:
+        print(f"epoch {last['epoch']}: train loss {last['train_loss']:.4f}")
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from lightm_edu.evaluate import evaluate
+
+    result = evaluate(args.checkpoint, data_dir=args.data, split=args.split, out_csv=args.out, device=args.device)
+    for class_name, values in result["per_class"].items():
+        print(f"{class_name}: Dice {values['dice']:.4f}  IoU {values['iou']:.4f}  HD95 {values['hd95']:.2f}")
+    print(f"mean Dice {result['mean_dice']:.4f}  mean IoU {result['mean_iou']:.4f}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lightm-edu", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="versions, devices and scan backends")
+    info.set_defaults(run=cmd_info)
+
+    train = sub.add_parser("train", help="train LightM-UNet (the official recipe by default)")
+    train.add_argument("--task", default="cxr_lung", help="cxr_lung (2D) or hippocampus (3D)")
+    train.add_argument("--data", help="data set folder (default: $LIGHTM_EDU_DATA/<task folder>)")
+    train.add_argument("--out", default="runs/lightmunet", help="output folder (checkpoint, log, split)")
+    train.add_argument("--split", help="split JSON file (default: <out>/split.json, made on first use)")
+    train.add_argument("--n-val", type=int)
+    train.add_argument("--n-test", type=int)
+    train.add_argument("--epochs", type=int, default=100)
+    train.add_argument("--iterations", type=int, default=250, help="iterations per epoch")
+    train.add_argument("--batch-size", type=int, default=12)
+    train.add_argument("--patch-size", type=int, nargs="+")
+    train.add_argument("--init-filters", type=int, default=32)
+    train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument("--bf16", action="store_true", help="bf16 autocast")
+    train.add_argument("--backend", help="selective-scan backend (default: auto)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--workers", type=int, default=2)
+    train.add_argument("--device", default="auto")
+    train.add_argument("--fast", action="store_true", help="a few iterations on a few cases (smoke test)")
+    train.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    train.set_defaults(run=cmd_train)
+
+    evaluate = sub.add_parser("evaluate", help="per-case and per-class Dice, IoU and HD95 of a checkpoint")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--data", help="a folder in either layout (default: the checkpoint's split)")
+    evaluate.add_argument("--split", default="test", help="which part of the checkpoint's split")
+    evaluate.add_argument("--out", help="write per-case metrics to this CSV")
+    evaluate.add_argument("--device", default="auto")
+    evaluate.set_defaults(run=cmd_evaluate)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

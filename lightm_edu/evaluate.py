@@ -1,0 +1,106 @@
+"""Sliding-window prediction and per-case, per-class metrics (Dice, IoU, 95% Hausdorff distance).
+
+Chapters 8 and 9 use it. Everything a checkpoint needs to predict is inside it: the model
+configuration, the task (classes and preprocessing) and the patch size.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+import torch
+
+from .model import LightMUNet
+from .train import load_checkpoint, pick_device
+
+__all__ = ["model_from_checkpoint", "predict_logits", "evaluate"]
+
+
+def model_from_checkpoint(path, device="cpu", scan_backend: str | None = None):
+    """(model in eval mode, checkpoint dict) from a checkpoint written by :func:`lightm_edu.train.train`."""
+    state = load_checkpoint(path)
+    for key in ("model", "model_config", "task"):
+        if key not in state:
+            raise ValueError(f"{path} has no {key!r} entry: it was not written by lightm_edu.train.")
+    model = LightMUNet(**state["model_config"], scan_backend=scan_backend)
+    model.load_state_dict({k: v.float() for k, v in state["model"].items()})
+    return model.to(device).eval(), state
+
+
+def predict_logits(model, image: torch.Tensor, patch_size, overlap: float = 0.5, sw_batch_size: int = 4):
+    """Logits for one batch of images (b, c, *s) by Gaussian-weighted sliding windows of ``patch_size``."""
+    from monai.inferers import sliding_window_inference
+
+    with torch.no_grad():
+        return sliding_window_inference(image, roi_size=tuple(patch_size), sw_batch_size=sw_batch_size,
+                                        predictor=model, overlap=overlap, mode="gaussian")
+
+
+def evaluate(checkpoint, data_dir=None, split: str = "test", cases=None, out_csv=None, device="auto",
+             progress: bool = True) -> dict:
+    """Evaluate a checkpoint on the ``split`` cases of its own split file (or on ``cases``, or on
+    every case of ``data_dir`` when the split file does not list them).
+
+    Returns:
+        {"rows": per-case rows, "per_class": {class: {"dice", "iou", "hd95"}}, "mean_dice", "mean_iou"}
+    """
+    from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
+    from monai.networks.utils import one_hot
+    from tqdm import tqdm
+
+    from . import data
+
+    device = pick_device(device)
+    model, state = model_from_checkpoint(checkpoint, device)
+    task = data.TASKS[state["task"]]
+    if cases is None:
+        folder = Path(data_dir) if data_dir else data.data_root() / task.folder
+        cases = data.find_cases(folder)
+        split_file = Path(state["config"].get("split_file") or Path(state["config"]["out_dir"]) / "split.json")
+        if data_dir is None and split_file.is_file():
+            wanted = set(data.load_split(split_file)[split])
+            cases = [c for c in cases if c["case_id"] in wanted]
+    dataset = data.make_dataset(cases, data.eval_transforms(task))
+    n_classes = len(task.class_names)
+    metrics = {"dice": DiceMetric(include_background=False, reduction="none"),
+               "iou": MeanIoU(include_background=False, reduction="none"),
+               "hd95": HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")}
+    rows = []
+    for index in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
+        item = dataset[index]
+        image = item["image"].unsqueeze(0).to(device)
+        label = item["label"].unsqueeze(0).to(device)
+        logits = predict_logits(model, image, state["patch_size"])
+        predicted = one_hot(logits.argmax(1, keepdim=True), n_classes)
+        truth = one_hot(label.long(), n_classes)
+        row = {"case_id": cases[index]["case_id"]}
+        for name, metric in metrics.items():
+            values = metric(predicted, truth)[0]  # (n_classes - 1,)
+            for class_name, value in zip(task.class_names[1:], values.tolist()):
+                row[f"{name}_{class_name}"] = value
+        rows.append(row)
+    per_class = {c: {m: _nanmean([r[f"{m}_{c}"] for r in rows]) for m in metrics} for c in task.class_names[1:]}
+    summary = {"rows": rows, "per_class": per_class,
+               "mean_dice": _nanmean([v["dice"] for v in per_class.values()]),
+               "mean_iou": _nanmean([v["iou"] for v in per_class.values()])}
+    if out_csv:
+        _write_csv(out_csv, rows)
+    return summary
+
+
+def _nanmean(values):
+    kept = [v for v in values if v == v and v != float("inf")]
+    return sum(kept) / len(kept) if kept else float("nan")
+
+
+def _write_csv(path, rows) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(path.name + ".tmp")
+    with open(temporary, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(temporary, path)
