@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from .model import LightMUNet
-from .train import load_checkpoint, pick_device
+from .train import _plain, load_checkpoint, pick_device
 
 __all__ = ["model_from_checkpoint", "predict_logits", "evaluate"]
 
@@ -56,8 +56,9 @@ def evaluate(checkpoint, data_dir=None, split: str = "test", cases=None, out_csv
     model, state = model_from_checkpoint(checkpoint, device)
     task = data.TASKS[state["task"]]
     if cases is None:
-        folder = Path(data_dir) if data_dir else data.data_root() / task.folder
-        cases = data.find_cases(folder)
+        # A folder given here is evaluated whole; otherwise the checkpoint's own data and split.
+        folder = data_dir or state["config"].get("data_dir") or data.data_root() / task.folder
+        cases = data.find_cases(Path(folder))
         split_file = Path(state["config"].get("split_file") or Path(state["config"]["out_dir"]) / "split.json")
         if data_dir is None and split_file.is_file():
             wanted = set(data.load_split(split_file)[split])
@@ -70,8 +71,8 @@ def evaluate(checkpoint, data_dir=None, split: str = "test", cases=None, out_csv
     rows = []
     for index in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
         item = dataset[index]
-        image = item["image"].unsqueeze(0).to(device)
-        label = item["label"].unsqueeze(0).to(device)
+        image = _plain(item["image"]).unsqueeze(0).to(device)
+        label = _plain(item["label"]).unsqueeze(0).to(device)
         logits = predict_logits(model, image, state["patch_size"])
         predicted = one_hot(logits.argmax(1, keepdim=True), n_classes)
         truth = one_hot(label.long(), n_classes)

@@ -123,17 +123,23 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def _plain(tensor):
+    """A plain torch.Tensor (MONAI's MetaTensor carries metadata the model does not need)."""
+    return tensor.as_tensor() if hasattr(tensor, "as_tensor") else tensor
+
+
 def _infinite(loader):
     while True:
         yield from loader
 
 
-def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> dict:
+def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
     """Train LightM-UNet on ``config.task``; returns a summary (paths, last losses).
 
     Writes ``<out_dir>/last.pt`` after every epoch (atomically), ``<out_dir>/log.csv`` (one row
     per epoch) and ``<out_dir>/split.json``. With ``resume=True`` it continues from ``last.pt``
-    exactly where it stopped (model, optimiser, scheduler, epoch, random states).
+    exactly where it stopped (model, optimiser, scheduler, epoch, random states). ``stop_after``
+    ends this run after that many epochs (a time budget); a later ``resume=True`` goes on.
     """
     from monai.data import DataLoader
     from monai.losses import DiceCELoss
@@ -184,19 +190,21 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
     log_path = out_dir / "log.csv"
     iterations = 2 if config.fast else config.iterations_per_epoch
     history = []
-    for epoch in range(start_epoch, config.epochs):
+    last_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
+    for epoch in range(start_epoch, last_epoch):
         # Every epoch's randomness (sample order, augmentation) is a function of (seed, epoch), so a
         # resumed run continues exactly as an uninterrupted one would.
         generator.manual_seed(config.seed * 100_003 + epoch)
         transforms.set_random_state(seed=(config.seed * 100_003 + epoch) % 2 ** 32)
         batches = _infinite(loader)
+        epoch_lr = optimiser.param_groups[0]["lr"]
         model.train()
         losses = []
         bar = tqdm(range(iterations), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
         started = time.perf_counter()
         for _ in bar:
             batch = next(batches)
-            image, label = batch["image"].to(device), batch["label"].to(device)
+            image, label = _plain(batch["image"]).to(device), _plain(batch["label"]).to(device)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
                 logits = model(image)
             loss = loss_fn(logits.float(), label)
@@ -207,7 +215,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True) -> d
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         scheduler.step()
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": optimiser.param_groups[0]["lr"],
+        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": epoch_lr,
                "seconds": time.perf_counter() - started}
         history.append(row)
         _append_csv(log_path, row)

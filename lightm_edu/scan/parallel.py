@@ -156,7 +156,7 @@ class _ChunkedSelectiveScan(torch.autograd.Function):
         if delta_softplus:
             dt = F.softplus(dt)
         batch, d, length = u.shape
-        y = u.new_empty(batch, d, length)
+        y = torch.empty(batch, d, length, dtype=u.dtype, device=u.device)
         entering = []  # state entering each segment, (b, d, n) each
         kept = []  # with save_states: every segment's states, (s, b, d, n) each
         h = None

@@ -1,0 +1,84 @@
+"""Training, checkpoints, exact resume, evaluation and the CLI, end to end on the shipped sample."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from lightm_edu import cli
+from lightm_edu.data import sample_dir
+from lightm_edu.evaluate import evaluate, model_from_checkpoint
+from lightm_edu.train import TrainConfig, load_checkpoint, poly_lr_factor, save_checkpoint, train
+
+
+def fast_config(out_dir, **changes):
+    options = dict(task="hippocampus", data_dir=str(sample_dir()), out_dir=str(out_dir), n_test=1, n_val=1,
+                   epochs=3, batch_size=2, patch_size=(16, 16, 16), init_filters=8, num_workers=0,
+                   device="cpu", fast=True)
+    options.update(changes)
+    return TrainConfig(**options)
+
+
+def test_poly_schedule_is_the_official_one():
+    assert poly_lr_factor(0, 100) == 1.0
+    assert poly_lr_factor(50, 100) == pytest.approx(0.5 ** 0.9)
+
+
+def test_fast_training_writes_checkpoint_log_and_split(tmp_path):
+    summary = train(fast_config(tmp_path), progress=False)
+    assert [row["epoch"] for row in summary["history"]] == [1, 2, 3]
+    lrs = [row["lr"] for row in summary["history"]]
+    assert lrs == pytest.approx([1e-4 * poly_lr_factor(e, 3) for e in range(3)])
+    state = load_checkpoint(tmp_path / "last.pt")  # weights_only=True
+    assert state["epoch"] == 3 and state["task"] == "hippocampus"
+    assert (tmp_path / "log.csv").read_text().count("\n") == 4
+    assert (tmp_path / "split.json").is_file()
+    assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_resume_continues_exactly(tmp_path):
+    train(fast_config(tmp_path / "straight"), progress=False)
+    interrupted = fast_config(tmp_path / "resumed")
+    train(interrupted, progress=False, stop_after=1)
+    assert load_checkpoint(tmp_path / "resumed" / "last.pt")["epoch"] == 1
+    train(interrupted, progress=False, resume=True)
+    straight = load_checkpoint(tmp_path / "straight" / "last.pt")["model"]
+    resumed = load_checkpoint(tmp_path / "resumed" / "last.pt")["model"]
+    assert straight.keys() == resumed.keys()
+    for key in straight:
+        assert torch.equal(straight[key], resumed[key]), key
+
+
+def test_evaluate_and_cli_report_per_class_metrics(tmp_path, capsys):
+    train(fast_config(tmp_path, epochs=1), progress=False)
+    result = evaluate(tmp_path / "last.pt", out_csv=tmp_path / "metrics.csv", device="cpu", progress=False)
+    assert set(result["per_class"]) == {"anterior", "posterior"}
+    assert len(result["rows"]) == 1  # the one test case of the split
+    assert 0.0 <= result["mean_dice"] <= 1.0
+    assert "dice_anterior" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
+    assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "last.pt"), "--data", str(sample_dir()),
+                     "--device", "cpu"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last.startswith("mean Dice ") and "mean IoU " in last
+    model, state = model_from_checkpoint(tmp_path / "last.pt")
+    assert not model.training and state["model_config"]["init_filters"] == 8
+
+
+def test_checkpoint_errors_name_the_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="No checkpoint at .*missing.pt"):
+        load_checkpoint(tmp_path / "missing.pt")
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="junk.pt is not a readable lightm_edu checkpoint"):
+        load_checkpoint(tmp_path / "junk.pt")
+    save_checkpoint(tmp_path / "other.pt", weights=torch.zeros(2))
+    with pytest.raises(ValueError, match="has no 'model' entry"):
+        model_from_checkpoint(tmp_path / "other.pt")
+
+
+def test_cli_info_and_help(capsys):
+    assert cli.main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "scan backends on cpu: sequential, parallel" in out
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--help"])
+    assert "--resume" in capsys.readouterr().out
