@@ -42,14 +42,19 @@ def cmd_info(args) -> int:
 
 
 def cmd_train(args) -> int:
-    from lightm_edu.train import TrainConfig, train
+    from lightm_edu.train import TrainConfig, load_config, train
 
-    config = TrainConfig(task=args.task, data_dir=args.data, out_dir=args.out, split_file=args.split,
-                         n_val=args.n_val, n_test=args.n_test, epochs=args.epochs,
-                         iterations_per_epoch=args.iterations, batch_size=args.batch_size,
-                         patch_size=tuple(args.patch_size) if args.patch_size else None,
-                         init_filters=args.init_filters, lr=args.lr, bf16=args.bf16, scan_backend=args.backend,
-                         seed=args.seed, num_workers=args.workers, device=args.device, fast=args.fast)
+    given = dict(task=args.task, data_dir=args.data, out_dir=args.out, split_file=args.split,
+                 n_val=args.n_val, n_test=args.n_test, epochs=args.epochs, iterations_per_epoch=args.iterations,
+                 batch_size=args.batch_size, patch_size=tuple(args.patch_size) if args.patch_size else None,
+                 init_filters=args.init_filters, lr=args.lr, bf16=args.bf16 or None, scan_backend=args.backend,
+                 seed=args.seed, num_workers=args.workers, device=args.device, fast=args.fast or None,
+                 max_minutes=args.max_minutes)
+    if args.config:
+        config = load_config(args.config, **given)
+    else:
+        defaults = TrainConfig()
+        config = TrainConfig(**{k: (v if v is not None else getattr(defaults, k)) for k, v in given.items()})
     summary = train(config, resume=args.resume)
     last = summary["history"][-1] if summary["history"] else None
     print(f"checkpoint: {summary['checkpoint']}")
@@ -77,25 +82,28 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=cmd_info)
 
     train = sub.add_parser("train", help="train LightM-UNet (the official recipe by default)")
-    train.add_argument("--task", default="cxr_lung", help="cxr_lung (2D) or hippocampus (3D)")
+    train.add_argument("--task", help="cxr_lung (2D) or hippocampus (3D); default cxr_lung")
     train.add_argument("--data", help="data set folder (default: $LIGHTM_EDU_DATA/<task folder>)")
-    train.add_argument("--out", default="runs/lightmunet", help="output folder (checkpoint, log, split)")
+    train.add_argument("--out", help="output folder (checkpoint, log, split)")
     train.add_argument("--split", help="split JSON file (default: <out>/split.json, made on first use)")
     train.add_argument("--n-val", type=int)
     train.add_argument("--n-test", type=int)
-    train.add_argument("--epochs", type=int, default=100)
-    train.add_argument("--iterations", type=int, default=250, help="iterations per epoch")
-    train.add_argument("--batch-size", type=int, default=12)
+    train.add_argument("--epochs", type=int)
+    train.add_argument("--iterations", type=int, help="iterations per epoch")
+    train.add_argument("--batch-size", type=int)
     train.add_argument("--patch-size", type=int, nargs="+")
-    train.add_argument("--init-filters", type=int, default=32)
-    train.add_argument("--lr", type=float, default=1e-4)
+    train.add_argument("--init-filters", type=int)
+    train.add_argument("--lr", type=float)
     train.add_argument("--bf16", action="store_true", help="bf16 autocast")
     train.add_argument("--backend", help="selective-scan backend (default: auto)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--workers", type=int, default=2)
-    train.add_argument("--device", default="auto")
+    train.add_argument("--seed", type=int)
+    train.add_argument("--workers", type=int)
+    train.add_argument("--device")
     train.add_argument("--fast", action="store_true", help="a few iterations on a few cases (smoke test)")
     train.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    train.add_argument("--config", help="JSON file of training settings (e.g. configs/cxr_lung_2d.json); "
+                                        "options given here override it")
+    train.add_argument("--max-minutes", type=float, help="stop after the epoch that passes this time")
     train.set_defaults(run=cmd_train)
 
     evaluate = sub.add_parser("evaluate", help="per-case and per-class Dice, IoU and HD95 of a checkpoint")

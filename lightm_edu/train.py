@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import json
 import os
 import random
 import time
@@ -28,7 +29,8 @@ import torch
 
 from .model import LightMUNet
 
-__all__ = ["TrainConfig", "train", "save_checkpoint", "load_checkpoint", "build_model", "poly_lr_factor"]
+__all__ = ["TrainConfig", "train", "save_checkpoint", "load_checkpoint", "build_model", "poly_lr_factor",
+           "export_checkpoint", "load_config"]
 
 
 @dataclass
@@ -61,6 +63,7 @@ class TrainConfig:
     num_workers: int = 2
     device: str = "auto"
     fast: bool = False
+    max_minutes: float | None = None  # stop (after the current epoch) once this much time has passed
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -191,7 +194,10 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     iterations = 2 if config.fast else config.iterations_per_epoch
     history = []
     last_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
+    run_started = time.perf_counter()
     for epoch in range(start_epoch, last_epoch):
+        if config.max_minutes is not None and time.perf_counter() - run_started > 60 * config.max_minutes:
+            break
         # Every epoch's randomness (sample order, augmentation) is a function of (seed, epoch), so a
         # resumed run continues exactly as an uninterrupted one would.
         generator.manual_seed(config.seed * 100_003 + epoch)
@@ -239,3 +245,27 @@ def _append_csv(path: Path, row: dict) -> None:
         if new:
             writer.writeheader()
         writer.writerow(row)
+
+
+def load_config(path, **overrides) -> TrainConfig:
+    """A TrainConfig from a JSON file (unknown keys are an error), with ``overrides`` applied."""
+    with open(path) as f:
+        values = json.load(f)
+    known = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - known)
+    if unknown:
+        raise ValueError(f"{path}: unknown setting(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}.")
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    if values.get("patch_size") is not None:
+        values["patch_size"] = tuple(values["patch_size"])
+    return TrainConfig(**values)
+
+
+def export_checkpoint(source, target, half: bool = True) -> Path:
+    """Write a small checkpoint for prediction only: the weights (float16 by default), the model and
+    task configuration and the patch size, without optimiser state."""
+    state = load_checkpoint(source)
+    weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["model"].items()}
+    keep = {k: state[k] for k in ("model_config", "task", "patch_size", "config", "epoch") if k in state}
+    save_checkpoint(target, model=weights, **keep)
+    return Path(target)

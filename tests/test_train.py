@@ -82,3 +82,18 @@ def test_cli_info_and_help(capsys):
     with pytest.raises(SystemExit):
         cli.main(["train", "--help"])
     assert "--resume" in capsys.readouterr().out
+
+
+def test_committed_3d_checkpoint_segments_a_validation_case():
+    """The shipped model, on a shipped case it never trained on (in its validation split)."""
+    from pathlib import Path
+
+    from lightm_edu.data import find_cases, load_split
+
+    root = Path(__file__).resolve().parents[1]
+    split = load_split(root / "configs" / "hippocampus_3d_split.json")
+    cases = [c for c in find_cases(sample_dir()) if c["case_id"] in split["val"]][:1]
+    assert cases, "the sample should hold a validation case"
+    result = evaluate(root / "checkpoints" / "lightmunet_hippocampus_3d.pt", cases=cases, device="cpu",
+                      progress=False)
+    assert result["mean_dice"] > 0.8, result["per_class"]
