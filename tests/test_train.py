@@ -97,3 +97,17 @@ def test_committed_3d_checkpoint_segments_a_validation_case():
     result = evaluate(root / "checkpoints" / "lightmunet_hippocampus_3d.pt", cases=cases, device="cpu",
                       progress=False)
     assert result["mean_dice"] > 0.8, result["per_class"]
+
+
+def test_config_files_load_and_reject_unknown_settings(tmp_path):
+    from pathlib import Path
+
+    from lightm_edu.train import load_config
+
+    root = Path(__file__).resolve().parents[1]
+    for name in ("cxr_lung_2d", "hippocampus_3d"):
+        config = load_config(root / "configs" / f"{name}.json", epochs=1)
+        assert config.epochs == 1 and config.split_file == f"configs/{name}_split.json"
+    (tmp_path / "bad.json").write_text('{"task": "cxr_lung", "learning_rate": 0.1}')
+    with pytest.raises(ValueError, match="unknown setting\\(s\\) learning_rate"):
+        load_config(tmp_path / "bad.json")
