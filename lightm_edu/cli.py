@@ -1,8 +1,9 @@
-"""The ``lightm-edu`` command: ``info``, ``train``, ``evaluate``.
+"""The ``lightm-edu`` command: ``info``, ``train``, ``evaluate``, ``predict``.
 
     lightm-edu info
     lightm-edu train --task cxr_lung --out runs/cxr [--fast] [--epochs N] [--resume] ...
     lightm-edu evaluate --checkpoint runs/cxr/last.pt [--data DIR] [--out metrics.csv]
+    lightm-edu predict --checkpoint checkpoints/lightmunet_hippocampus_3d.pt --input DIR --out DIR
 
 Each subcommand has ``--help``.
 """
@@ -73,6 +74,14 @@ def cmd_evaluate(args) -> int:
     return 0
 
 
+def cmd_predict(args) -> int:
+    from lightm_edu.evaluate import predict_folder
+
+    written = predict_folder(args.checkpoint, args.input, args.out, device=args.device)
+    print(f"{len(written)} masks written to {args.out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightm-edu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -113,6 +122,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="write per-case metrics to this CSV")
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(run=cmd_evaluate)
+
+    predict = sub.add_parser("predict", help="segment a folder of images or volumes; masks in the input's format")
+    predict.add_argument("--checkpoint", required=True)
+    predict.add_argument("--input", required=True, help="folder of PNG images or NIfTI volumes "
+                                                        "(or one with images/ or imagesTr/)")
+    predict.add_argument("--out", required=True, help="folder for the masks (same file names)")
+    predict.add_argument("--device", default="auto")
+    predict.set_defaults(run=cmd_predict)
     return parser
 
 

@@ -15,7 +15,7 @@ import torch
 from .model import LightMUNet
 from .train import _plain, load_checkpoint, pick_device
 
-__all__ = ["model_from_checkpoint", "predict_logits", "evaluate"]
+__all__ = ["model_from_checkpoint", "predict_logits", "evaluate", "predict_folder"]
 
 
 def model_from_checkpoint(path, device="cpu", scan_backend: str | None = None):
@@ -105,3 +105,63 @@ def _write_csv(path, rows) -> None:
         writer.writeheader()
         writer.writerows(rows)
     os.replace(temporary, path)
+
+
+def _input_files(folder: Path, layout: str) -> list[Path]:
+    """Images to predict: the image sub-folder of either layout if present, else the folder itself."""
+    for sub in ("images", "imagesTr", "imagesTs"):
+        if (folder / sub).is_dir():
+            folder = folder / sub
+            break
+    suffixes = (".png",) if layout == "png" else (".nii.gz", ".nii")
+    files = sorted(p for p in folder.iterdir() if p.name.endswith(suffixes) and not p.name.startswith("."))
+    if not files:
+        raise FileNotFoundError(f"No {' or '.join(suffixes)} images in {folder}: give a folder of images "
+                                "(or one with an images/ or imagesTr/ sub-folder).")
+    return files
+
+
+def predict_folder(checkpoint, input_dir, output_dir, device="auto", progress: bool = True) -> list[Path]:
+    """Segment every image of ``input_dir`` and write one mask per image to ``output_dir``, in the
+    input's format: PNG masks with the task's raw label values (0/255 for the lungs) at the image's
+    size, or NIfTI label volumes with the image's affine. Returns the written paths."""
+    import nibabel as nib
+    import numpy as np
+    from PIL import Image
+    from tqdm import tqdm
+
+    from . import data
+
+    device = pick_device(device)
+    model, state = model_from_checkpoint(checkpoint, device)
+    task = data.TASKS[state["task"]]
+    files = _input_files(Path(input_dir), task.layout)
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    transforms = data.eval_transforms(task, with_label=False)
+    raw_values = np.asarray(task.label_values)
+    written = []
+    for path in tqdm(files, desc="predict", disable=not progress):
+        try:
+            image = transforms({"image": str(path)})["image"]
+        except Exception as error:
+            raise ValueError(f"{path} could not be read as a {task.layout} image ({error}).") from None
+        logits = predict_logits(model, _plain(image).unsqueeze(0).to(device), state["patch_size"])
+        classes = logits.argmax(1)[0].cpu().numpy()  # (*padded size)
+        target = output_dir / path.name
+        temporary = target.with_name("." + target.name + ".tmp")
+        if task.layout == "png":
+            with Image.open(path) as original:
+                width, height = original.size
+            h, w = task.image_size if task.image_size else (height, width)
+            mask = Image.fromarray(raw_values[classes[:h, :w]].astype(np.uint8))
+            mask.resize((width, height), Image.NEAREST).save(temporary, format="PNG")
+        else:
+            original = nib.load(str(path))
+            size = original.shape[:3]
+            labels = raw_values[classes[:size[0], :size[1], :size[2]]].astype(np.uint8)
+            nib.save(nib.Nifti1Image(labels, original.affine), str(temporary) + ".nii.gz")
+            temporary = Path(str(temporary) + ".nii.gz")
+        os.replace(temporary, target)
+        written.append(target)
+    return written

@@ -111,3 +111,38 @@ def test_config_files_load_and_reject_unknown_settings(tmp_path):
     (tmp_path / "bad.json").write_text('{"task": "cxr_lung", "learning_rate": 0.1}')
     with pytest.raises(ValueError, match="unknown setting\\(s\\) learning_rate"):
         load_config(tmp_path / "bad.json")
+
+
+def test_predict_writes_masks_in_the_input_format(tmp_path):
+    """The committed 3D model predicts NIfTI labels with the input's shape and affine."""
+    import shutil
+    from pathlib import Path
+
+    import nibabel as nib
+    import numpy as np
+
+    root = Path(__file__).resolve().parents[1]
+    source = sample_dir() / "imagesTr" / "hippocampus_004.nii.gz"  # a validation case of the model
+    (tmp_path / "in").mkdir()
+    shutil.copy(source, tmp_path / "in")
+    assert cli.main(["predict", "--checkpoint", str(root / "checkpoints" / "lightmunet_hippocampus_3d.pt"),
+                     "--input", str(tmp_path / "in"), "--out", str(tmp_path / "out"), "--device", "cpu"]) == 0
+    predicted = nib.load(str(tmp_path / "out" / source.name))
+    truth = nib.load(str(sample_dir() / "labelsTr" / source.name))
+    assert predicted.shape == truth.shape and np.allclose(predicted.affine, truth.affine)
+    p, g = np.asarray(predicted.dataobj), np.asarray(truth.dataobj)
+    assert set(np.unique(p)) <= {0, 1, 2}
+    dice = [2 * ((p == c) & (g == c)).sum() / ((p == c).sum() + (g == c).sum()) for c in (1, 2)]
+    assert min(dice) > 0.75, dice
+    assert not [f for f in (tmp_path / "out").iterdir() if f.name.startswith(".")]  # no temporary left
+
+
+def test_predict_says_what_is_missing(tmp_path):
+    from pathlib import Path
+
+    from lightm_edu.evaluate import predict_folder
+
+    root = Path(__file__).resolve().parents[1]
+    with pytest.raises(FileNotFoundError, match="No .nii.gz or .nii images in"):
+        predict_folder(root / "checkpoints" / "lightmunet_hippocampus_3d.pt", tmp_path, tmp_path / "out",
+                       device="cpu", progress=False)

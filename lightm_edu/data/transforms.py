@@ -119,9 +119,9 @@ def _check_patch(task: SegmentationTask, patch_size) -> tuple[int, ...]:
     return patch
 
 
-def _load_and_normalise(task: SegmentationTask) -> list:
+def _load_and_normalise(task: SegmentationTask, with_label: bool = True) -> list:
     """The steps shared by training and evaluation: load, channel first, classes, intensity, size."""
-    keys = list(KEYS)
+    keys = list(KEYS) if with_label else ["image"]
     if task.layout == "png":
         # reverse_indexing=False keeps NumPy's (row, column) order: plt.imshow shows the image upright.
         reader = PILReader(converter=_single_channel, reverse_indexing=False)
@@ -130,14 +130,15 @@ def _load_and_normalise(task: SegmentationTask) -> list:
     else:
         steps = [LoadImaged(keys, reader=NibabelReader(), image_only=True),
                  EnsureChannelFirstd(keys)]                     # (c, d, h, w): NIfTI channels come last
-    steps.append(MaskValuesToClassesd("label", task.label_values))
+    if with_label:
+        steps.append(MaskValuesToClassesd("label", task.label_values))
     if task.intensity == "scale_0_255":
         steps.append(ScaleIntensityRanged("image", a_min=0, a_max=255, b_min=0.0, b_max=1.0, clip=True))
     else:
         steps.append(NormalizeIntensityd("image", nonzero=True, channel_wise=True))
     if task.image_size is not None:  # a no-op for images already of that size
-        steps.append(Resized(keys, spatial_size=task.image_size, mode=("bilinear", "nearest"),
-                             anti_aliasing=(True, False)))
+        steps.append(Resized(keys, spatial_size=task.image_size, mode=("bilinear", "nearest")[:len(keys)],
+                             anti_aliasing=(True, False)[:len(keys)]))
     return steps
 
 
@@ -188,7 +189,7 @@ def train_transforms(task: SegmentationTask, patch_size=None, augment: bool = Tr
     return Compose(steps)
 
 
-def eval_transforms(task: SegmentationTask) -> Compose:
+def eval_transforms(task: SegmentationTask, with_label: bool = True) -> Compose:
     """Evaluation pipeline: a case dict of paths -> the whole case {"image", "label"}.
 
     Each axis is zero-padded at its end to a multiple of 8, so a prediction is cropped back to the
@@ -196,14 +197,16 @@ def eval_transforms(task: SegmentationTask) -> Compose:
     ``sample["image"].meta["spatial_shape"]``; 2D, ``task.image_size`` (images are resized to it
     first; MONAI's PNG reader records ``spatial_shape`` as (w, h) of the file).
 
+    With ``with_label=False`` (prediction) only the image is loaded.
+
     Returns:
         A Compose producing image float32 (in_channels, *size) and label int64 (1, *size).
     """
     task = _check_task(task)
-    keys = list(KEYS)
-    steps = _load_and_normalise(task)
+    keys = list(KEYS) if with_label else ["image"]
+    steps = _load_and_normalise(task, with_label)
     steps.append(DivisiblePadd(keys, k=8, mode="constant", method="end"))
-    steps.append(CastToTyped(keys, dtype=(torch.float32, torch.long)))
+    steps.append(CastToTyped(keys, dtype=(torch.float32, torch.long)[:len(keys)]))
     return Compose(steps)
 
 
