@@ -1,7 +1,7 @@
 """Sliding-window prediction and per-case, per-class metrics (Dice, IoU, 95% Hausdorff distance).
 
-Chapters 8 and 9 use it. Everything a checkpoint needs to predict is inside it: the model
-configuration, the task (classes and preprocessing) and the patch size.
+The training chapters (8 and 9, in preparation) use it. Everything a checkpoint needs to predict
+is inside it: the model configuration, the task (classes and preprocessing) and the patch size.
 """
 
 from __future__ import annotations

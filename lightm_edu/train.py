@@ -1,6 +1,7 @@
 """Training LightM-UNet with the official recipe, and checkpoints that can be trusted.
 
-Chapter 8 explains it. The recipe of the official trainer (see the reference notes of the book):
+The training chapter of the book (chapter 8, in preparation) walks through it. The recipe of the
+official trainer:
 
     loss        Dice (without background, smooth 1e-5) + cross-entropy, weights 1 : 1
     optimiser   Adam, lr 1e-4, weight decay 1e-5, eps 1e-5
