@@ -7,11 +7,11 @@ is inside it: the model configuration, the task (classes and preprocessing) and 
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import torch
 
+from ._atomic import atomic_output
 from .model import LightMUNet
 from .train import _plain, load_checkpoint, pick_device
 
@@ -97,14 +97,10 @@ def _nanmean(values):
 
 
 def _write_csv(path, rows) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    with open(temporary, "w", newline="") as f:
+    with atomic_output(path) as temporary, open(temporary, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temporary, path)
 
 
 def _input_files(folder: Path, layout: str) -> list[Path]:
@@ -149,19 +145,18 @@ def predict_folder(checkpoint, input_dir, output_dir, device="auto", progress: b
         logits = predict_logits(model, _plain(image).unsqueeze(0).to(device), state["patch_size"])
         classes = logits.argmax(1)[0].cpu().numpy()  # (*padded size)
         target = output_dir / path.name
-        temporary = target.with_name("." + target.name + ".tmp")
         if task.layout == "png":
             with Image.open(path) as original:
                 width, height = original.size
             h, w = task.image_size if task.image_size else (height, width)
             mask = Image.fromarray(raw_values[classes[:h, :w]].astype(np.uint8))
-            mask.resize((width, height), Image.NEAREST).save(temporary, format="PNG")
+            with atomic_output(target) as temporary:
+                mask.resize((width, height), Image.NEAREST).save(temporary, format="PNG")
         else:
             original = nib.load(str(path))
             size = original.shape[:3]
             labels = raw_values[classes[:size[0], :size[1], :size[2]]].astype(np.uint8)
-            nib.save(nib.Nifti1Image(labels, original.affine), str(temporary) + ".nii.gz")
-            temporary = Path(str(temporary) + ".nii.gz")
-        os.replace(temporary, target)
+            with atomic_output(target, suffix=".nii.gz") as temporary:  # nibabel reads the format from the name
+                nib.save(nib.Nifti1Image(labels, original.affine), str(temporary))
         written.append(target)
     return written

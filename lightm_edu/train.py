@@ -19,7 +19,6 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
-import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -28,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ._atomic import atomic_output
 from .model import LightMUNet
 
 __all__ = ["TrainConfig", "train", "save_checkpoint", "load_checkpoint", "build_model", "poly_lr_factor",
@@ -89,11 +89,8 @@ def seed_everything(seed: int) -> None:
 
 def save_checkpoint(path, **content) -> None:
     """torch.save to ``path`` atomically: a temporary file in the same folder, then a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(path.name + ".tmp")
-    torch.save(content, temporary)
-    os.replace(temporary, path)
+    with atomic_output(path) as temporary:
+        torch.save(content, temporary)
 
 
 def load_checkpoint(path, map_location="cpu") -> dict:

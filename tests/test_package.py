@@ -98,3 +98,19 @@ def test_show_source_displays_the_real_source():
         notebook.show_source(ssm.ssm_kernel)
     code = shown.call_args.args[0]
     assert "def ssm_kernel" in code.data
+
+
+def test_atomic_output_leaves_nothing_half_written(tmp_path):
+    from lightm_edu._atomic import atomic_output
+
+    target = tmp_path / "sub" / "result.txt"
+    with atomic_output(target) as temporary:
+        temporary.write_text("complete")
+        assert not target.exists()  # the final name appears only at the end
+    assert target.read_text() == "complete"
+    with pytest.raises(RuntimeError):
+        with atomic_output(target) as temporary:
+            temporary.write_text("half")
+            raise RuntimeError("writer failed")
+    assert target.read_text() == "complete"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["result.txt"]

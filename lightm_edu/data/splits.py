@@ -15,9 +15,9 @@ from __future__ import annotations
 import json
 import os
 import random
-import tempfile
 from pathlib import Path
 
+from .._atomic import atomic_output
 from .tasks import DATA_ENV, DataError
 
 __all__ = ["make_split", "save_split", "load_split", "SPLIT_PARTS"]
@@ -128,18 +128,11 @@ def save_split(split: dict, path) -> Path:
     if root and Path(root).expanduser().resolve() in (path.resolve(), *path.resolve().parents):
         raise ValueError(f"{path} is inside {DATA_ENV}, which is read only: save the split elsewhere "
                          "(e.g. next to the training outputs)")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as f:
-            json.dump(split, f, indent=1)
-            f.write("\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        Path(temp).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as temporary, open(temporary, "w", encoding="utf-8") as f:
+        json.dump(split, f, indent=1)
+        f.write("\n")
+        f.flush()
+        os.fsync(f.fileno())
     return path
 
 
