@@ -2,6 +2,8 @@
 
     show_source(obj)    display the source of a package function or class, as it is in the package
     glue(name, fig)     hand a figure to the book (which places it with a caption), or show it here
+    fast_mode(FAST)     whether a chapter runs its short version (a few minutes on a 2-core CPU)
+    pick_device()       the GPU when there is one, else the CPU
 
 In the built book (the build sets ``LIGHTM_EDU_BOOK_BUILD=1``) figures are stored with
 ``myst_nb.glue`` and placed by ``{glue:figure}`` directives with their captions; anywhere else
@@ -13,7 +15,7 @@ from __future__ import annotations
 import inspect
 import os
 
-__all__ = ["show_source", "glue", "in_book_build"]
+__all__ = ["show_source", "glue", "in_book_build", "fast_mode", "pick_device"]
 
 
 def in_book_build() -> bool:
@@ -40,3 +42,30 @@ def glue(name: str, obj) -> None:
         from IPython.display import display
 
         display(obj)
+
+
+def fast_mode(requested: bool | None = None) -> bool:
+    """Whether a chapter should run its short version.
+
+    In order: ``requested`` (a chapter's papermill ``parameters`` cell sets ``FAST``), then the
+    environment variable ``LIGHTM_EDU_FAST`` ("1"/"0"), then: short on a CPU, full on a GPU.
+    """
+    if requested is not None:
+        return bool(requested)
+    value = os.environ.get("LIGHTM_EDU_FAST", "").strip().lower()
+    if value in ("1", "true", "yes"):
+        return True
+    if value in ("0", "false", "no"):
+        return False
+    if value:
+        raise ValueError(f"LIGHTM_EDU_FAST={value!r}: use 1 (short runs) or 0 (full runs).")
+    import torch
+
+    return not torch.cuda.is_available()
+
+
+def pick_device():
+    """``torch.device("cuda")`` when a GPU is present, else ``torch.device("cpu")``."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")

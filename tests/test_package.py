@@ -114,3 +114,21 @@ def test_atomic_output_leaves_nothing_half_written(tmp_path):
             raise RuntimeError("writer failed")
     assert target.read_text() == "complete"
     assert sorted(p.name for p in target.parent.iterdir()) == ["result.txt"]
+
+
+def test_fast_mode_order_argument_then_environment_then_device(monkeypatch):
+    import torch
+
+    from lightm_edu import notebook
+
+    monkeypatch.setenv("LIGHTM_EDU_FAST", "0")
+    assert notebook.fast_mode(True) is True
+    assert notebook.fast_mode() is False
+    monkeypatch.setenv("LIGHTM_EDU_FAST", "1")
+    assert notebook.fast_mode(False) is False
+    assert notebook.fast_mode() is True
+    monkeypatch.delenv("LIGHTM_EDU_FAST")
+    assert notebook.fast_mode() is (not torch.cuda.is_available())
+    monkeypatch.setenv("LIGHTM_EDU_FAST", "maybe")
+    with pytest.raises(ValueError, match="LIGHTM_EDU_FAST='maybe'"):
+        notebook.fast_mode()
