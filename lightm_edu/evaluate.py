@@ -15,7 +15,7 @@ from ._atomic import atomic_output
 from .model import LightMUNet
 from .train import _plain, load_checkpoint, pick_device
 
-__all__ = ["model_from_checkpoint", "predict_logits", "evaluate", "predict_folder"]
+__all__ = ["model_from_checkpoint", "predict_logits", "case_metrics", "evaluate", "predict_folder"]
 
 
 def model_from_checkpoint(path, device="cpu", scan_backend: str | None = None):
@@ -46,10 +46,6 @@ def evaluate(checkpoint, data_dir=None, split: str = "test", cases=None, out_csv
     Returns:
         {"rows": per-case rows, "per_class": {class: {"dice", "iou", "hd95"}}, "mean_dice", "mean_iou"}
     """
-    from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
-    from monai.networks.utils import one_hot
-    from tqdm import tqdm
-
     from . import data
 
     device = pick_device(device)
@@ -63,32 +59,61 @@ def evaluate(checkpoint, data_dir=None, split: str = "test", cases=None, out_csv
         if data_dir is None and split_file.is_file():
             wanted = set(data.load_split(split_file)[split])
             cases = [c for c in cases if c["case_id"] in wanted]
-    dataset = data.make_dataset(cases, data.eval_transforms(task))
-    n_classes = len(task.class_names)
-    metrics = {"dice": DiceMetric(include_background=False, reduction="none"),
-               "iou": MeanIoU(include_background=False, reduction="none"),
-               "hd95": HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")}
-    rows = []
-    for index in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
-        item = dataset[index]
-        image = _plain(item["image"]).unsqueeze(0).to(device)
-        label = _plain(item["label"]).unsqueeze(0).to(device)
-        logits = predict_logits(model, image, state["patch_size"])
-        predicted = one_hot(logits.argmax(1, keepdim=True), n_classes)
-        truth = one_hot(label.long(), n_classes)
-        row = {"case_id": cases[index]["case_id"]}
-        for name, metric in metrics.items():
-            values = metric(predicted, truth)[0]  # (n_classes - 1,)
-            for class_name, value in zip(task.class_names[1:], values.tolist()):
-                row[f"{name}_{class_name}"] = value
-        rows.append(row)
-    per_class = {c: {m: _nanmean([r[f"{m}_{c}"] for r in rows]) for m in metrics} for c in task.class_names[1:]}
+    rows = case_metrics(model, cases, task, state["patch_size"], device, progress=progress)
+    per_class = {c: {m: _nanmean([r[f"{m}_{c}"] for r in rows]) for m in METRICS} for c in task.class_names[1:]}
     summary = {"rows": rows, "per_class": per_class,
                "mean_dice": _nanmean([v["dice"] for v in per_class.values()]),
                "mean_iou": _nanmean([v["iou"] for v in per_class.values()])}
     if out_csv:
         _write_csv(out_csv, rows)
     return summary
+
+
+METRICS = ("dice", "iou", "hd95")
+
+
+def case_metrics(model, cases: list[dict], task, patch_size, device, metrics=METRICS, progress: bool = True) -> list[dict]:
+    """One row per case: ``{"case_id", "<metric>_<class>": value}`` for every foreground class.
+
+    Each case goes through the task's evaluation transforms and sliding-window inference
+    (:func:`predict_logits`), then MONAI's metrics on one-hot masks: Dice, IoU (``MeanIoU``) and
+    the 95th percentile Hausdorff distance (``hd95``, in voxels of the transformed image).
+    """
+    from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
+    from monai.networks.utils import one_hot
+    from tqdm import tqdm
+
+    from . import data
+
+    unknown = sorted(set(metrics) - set(METRICS))
+    if unknown:
+        raise ValueError(f"Unknown metric(s) {unknown}; choose from {list(METRICS)}.")
+    makers = {"dice": lambda: DiceMetric(include_background=False, reduction="none"),
+              "iou": lambda: MeanIoU(include_background=False, reduction="none"),
+              "hd95": lambda: HausdorffDistanceMetric(include_background=False, percentile=95, reduction="none")}
+    chosen = {name: makers[name]() for name in metrics}
+    dataset = data.make_dataset(cases, data.eval_transforms(task))
+    n_classes = len(task.class_names)
+    was_training = model.training
+    model.eval()
+    rows = []
+    try:
+        for index in tqdm(range(len(dataset)), desc="evaluate", disable=not progress):
+            item = dataset[index]
+            image = _plain(item["image"]).unsqueeze(0).to(device)  # (1, c, *s)
+            label = _plain(item["label"]).unsqueeze(0).to(device)  # (1, 1, *s)
+            logits = predict_logits(model, image, patch_size)  # (1, n_classes, *s)
+            predicted = one_hot(logits.argmax(1, keepdim=True), n_classes)
+            truth = one_hot(label.long(), n_classes)
+            row = {"case_id": cases[index]["case_id"]}
+            for name, metric in chosen.items():
+                values = metric(predicted, truth)[0]  # (n_classes - 1,)
+                for class_name, value in zip(task.class_names[1:], values.tolist()):
+                    row[f"{name}_{class_name}"] = value
+            rows.append(row)
+    finally:
+        model.train(was_training)
+    return rows
 
 
 def _nanmean(values):

@@ -30,7 +30,7 @@ import torch
 from ._atomic import atomic_output
 from .model import LightMUNet
 
-__all__ = ["TrainConfig", "train", "save_checkpoint", "load_checkpoint", "build_model", "poly_lr_factor",
+__all__ = ["TrainConfig", "train", "validate", "save_checkpoint", "load_checkpoint", "build_model", "poly_lr_factor",
            "export_checkpoint", "load_config"]
 
 
@@ -65,6 +65,8 @@ class TrainConfig:
     device: str = "auto"
     fast: bool = False
     max_minutes: float | None = None  # stop (after the current epoch) once this much time has passed
+    val_every: int = 1  # validate every this many epochs (and after the last); 0: never
+    max_val_cases: int | None = None  # validate on at most this many validation cases (default: all)
     extra: dict = field(default_factory=dict)
 
     def to_dict(self) -> dict:
@@ -138,7 +140,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     """Train LightM-UNet on ``config.task``; returns a summary (paths, last losses).
 
     Writes ``<out_dir>/last.pt`` after every epoch (atomically), ``<out_dir>/log.csv`` (one row
-    per epoch) and ``<out_dir>/split.json``. With ``resume=True`` it continues from ``last.pt``
+    per epoch: train loss, learning rate, seconds and the validation Dice of :func:`validate`),
+    ``<out_dir>/best.pt`` (the epoch with the best validation Dice) and ``<out_dir>/split.json``. With ``resume=True`` it continues from ``last.pt``
     exactly where it stopped (model, optimiser, scheduler, epoch, random states). ``stop_after``
     ends this run after that many epochs (a time budget); a later ``resume=True`` goes on.
     """
@@ -161,8 +164,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
         split = data.make_split(list(by_id), n_test=config.n_test, n_val=config.n_val, seed=config.seed)
         data.save_split(split, split_path)
     train_cases = [by_id[i] for i in split["train"]]
+    val_cases = [by_id[i] for i in split["val"]] if config.val_every else []
     if config.fast:
-        train_cases = train_cases[:8]
+        train_cases, val_cases = train_cases[:8], val_cases[:2]
+    if config.max_val_cases is not None:
+        val_cases = val_cases[:config.max_val_cases]
     patch = tuple(config.patch_size) if config.patch_size else tuple(task.patch_size)
 
     seed_everything(config.seed)
@@ -172,6 +178,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda epoch: poly_lr_factor(min(epoch, config.epochs - 1), config.epochs, config.poly_power))
     start_epoch = 0
+    best_val_dice = float("-inf")
     checkpoint_path = out_dir / "last.pt"
     if resume:
         state = load_checkpoint(checkpoint_path)
@@ -179,6 +186,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"]
+        best_val_dice = state.get("best_val_dice", best_val_dice)
         _unpack_rng(state["rng"])
 
     transforms = data.train_transforms(task, patch_size=patch)
@@ -221,13 +229,40 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
         scheduler.step()
         row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": epoch_lr,
                "seconds": time.perf_counter() - started}
+        if val_cases:
+            # Every row has the validation columns (empty between validations) so the CSV stays square.
+            row.update({key: "" for key in _val_columns(task)})
+            out_of_time = (config.max_minutes is not None
+                           and time.perf_counter() - run_started > 60 * config.max_minutes)
+            if (epoch + 1) % config.val_every == 0 or epoch + 1 == last_epoch or out_of_time:
+                row.update(validate(model, val_cases, task, patch, device))
         history.append(row)
         _append_csv(log_path, row)
-        save_checkpoint(checkpoint_path, model=model.state_dict(), optimiser=optimiser.state_dict(),
-                        scheduler=scheduler.state_dict(), epoch=epoch + 1, rng=_pack_rng(),
-                        config=config.to_dict(), model_config=_model_config(model), task=config.task,
-                        patch_size=list(patch))
-    return {"checkpoint": str(checkpoint_path), "log": str(log_path), "split": str(split_path), "history": history}
+        content = dict(model=model.state_dict(), optimiser=optimiser.state_dict(),
+                       scheduler=scheduler.state_dict(), epoch=epoch + 1, rng=_pack_rng(),
+                       config=config.to_dict(), model_config=_model_config(model), task=config.task,
+                       patch_size=list(patch))
+        if row.get("val_dice", "") != "" and row["val_dice"] > best_val_dice:
+            best_val_dice = row["val_dice"]
+            save_checkpoint(out_dir / "best.pt", **content, best_val_dice=best_val_dice)
+        save_checkpoint(checkpoint_path, **content, best_val_dice=best_val_dice)
+    best = out_dir / "best.pt"
+    return {"checkpoint": str(checkpoint_path), "best": str(best) if best.is_file() else None, "log": str(log_path),
+            "split": str(split_path), "history": history}
+
+
+def _val_columns(task) -> list[str]:
+    return ["val_dice"] + [f"val_dice_{c}" for c in task.class_names[1:]]
+
+
+def validate(model, cases: list[dict], task, patch_size, device) -> dict:
+    """Validation Dice as the log records it: ``{"val_dice": mean over foreground classes,
+    "val_dice_<class>": mean over cases}``, with the same sliding-window inference as the test."""
+    from .evaluate import _nanmean, case_metrics
+
+    rows = case_metrics(model, cases, task, patch_size, device, metrics=("dice",), progress=False)
+    per_class = {f"val_dice_{c}": _nanmean([r[f"dice_{c}"] for r in rows]) for c in task.class_names[1:]}
+    return {"val_dice": _nanmean(list(per_class.values())), **per_class}
 
 
 def _model_config(model: LightMUNet) -> dict:

@@ -31,9 +31,32 @@ def test_fast_training_writes_checkpoint_log_and_split(tmp_path):
     assert lrs == pytest.approx([1e-4 * poly_lr_factor(e, 3) for e in range(3)])
     state = load_checkpoint(tmp_path / "last.pt")  # weights_only=True
     assert state["epoch"] == 3 and state["task"] == "hippocampus"
-    assert (tmp_path / "log.csv").read_text().count("\n") == 4
+    log = (tmp_path / "log.csv").read_text().splitlines()
+    assert len(log) == 4
+    assert log[0] == "epoch,train_loss,lr,seconds,val_dice,val_dice_anterior,val_dice_posterior"
+    assert all(0.0 <= row["val_dice"] <= 1.0 for row in summary["history"])
     assert (tmp_path / "split.json").is_file()
     assert not list(tmp_path.glob("*.tmp"))
+
+
+def test_validation_dice_is_the_evaluation_dice_of_the_best_checkpoint(tmp_path):
+    from lightm_edu.data import find_cases, load_split
+
+    summary = train(fast_config(tmp_path, epochs=2, n_val=2, n_test=1), progress=False)
+    best = load_checkpoint(summary["best"])
+    logged = summary["history"][best["epoch"] - 1]
+    assert best["best_val_dice"] == logged["val_dice"] == max(r["val_dice"] for r in summary["history"])
+    val_ids = set(load_split(tmp_path / "split.json")["val"])
+    val_cases = [c for c in find_cases(sample_dir()) if c["case_id"] in val_ids]
+    result = evaluate(summary["best"], cases=val_cases, device="cpu", progress=False)
+    assert result["per_class"]["anterior"]["dice"] == pytest.approx(logged["val_dice_anterior"], abs=1e-6)
+    assert result["mean_dice"] == pytest.approx(logged["val_dice"], abs=1e-6)
+
+
+def test_validation_can_be_switched_off(tmp_path):
+    summary = train(fast_config(tmp_path, epochs=1, val_every=0), progress=False)
+    assert "val_dice" not in summary["history"][0] and summary["best"] is None
+    assert (tmp_path / "log.csv").read_text().splitlines()[0] == "epoch,train_loss,lr,seconds"
 
 
 def test_resume_continues_exactly(tmp_path):
