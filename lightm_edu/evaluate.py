@@ -40,8 +40,8 @@ def predict_logits(model, image: torch.Tensor, patch_size, overlap: float = 0.5,
 
 def evaluate(checkpoint, data_dir=None, split: str = "test", cases=None, out_csv=None, device="auto",
              progress: bool = True) -> dict:
-    """Evaluate a checkpoint on the ``split`` cases of its own split file (or on ``cases``, or on
-    every case of ``data_dir`` when the split file does not list them).
+    """Evaluate a checkpoint on the ``split`` ("train", "val" or "test") cases of its own split (or
+    on ``cases``, or on every case of the folder ``data_dir``).
 
     Returns:
         {"rows": per-case rows, "per_class": {class: {"dice", "iou", "hd95"}}, "mean_dice", "mean_iou"}
@@ -51,14 +51,19 @@ def evaluate(checkpoint, data_dir=None, split: str = "test", cases=None, out_csv
     device = pick_device(device)
     model, state = model_from_checkpoint(checkpoint, device)
     task = data.TASKS[state["task"]]
-    if cases is None:
-        # A folder given here is evaluated whole; otherwise the checkpoint's own data and split.
-        folder = data_dir or state["config"].get("data_dir") or data.data_root() / task.folder
-        cases = data.find_cases(Path(folder))
-        split_file = Path(state["config"].get("split_file") or Path(state["config"]["out_dir"]) / "split.json")
-        if data_dir is None and split_file.is_file():
-            wanted = set(data.load_split(split_file)[split])
-            cases = [c for c in cases if c["case_id"] in wanted]
+    if cases is None and data_dir is not None:
+        cases = data.find_cases(Path(data_dir))  # a folder given here is evaluated whole
+    elif cases is None:
+        # The checkpoint's own data set (LIGHTM_EDU_DATA unless it was trained on another folder) and split.
+        folder = Path(state["config"].get("data_dir") or data.data_root() / task.folder)
+        wanted = checkpoint_split(state, checkpoint)[split]
+        by_id = {c["case_id"]: c for c in data.find_cases(folder)}
+        missing = [i for i in wanted if i not in by_id]
+        if missing:
+            raise data.DataError(f"{len(missing)} of the {len(wanted)} {split!r} cases of {checkpoint}'s split are "
+                                 f"not in {folder} (e.g. {', '.join(missing[:3])}). Point LIGHTM_EDU_DATA at the "
+                                 "data set it was trained on, or give --data DIR to evaluate a whole folder.")
+        cases = [by_id[i] for i in wanted]
     rows = case_metrics(model, cases, task, state["patch_size"], device, progress=progress)
     per_class = {c: {m: _nanmean([r[f"{m}_{c}"] for r in rows]) for m in METRICS} for c in task.class_names[1:]}
     summary = {"rows": rows, "per_class": per_class,
@@ -70,6 +75,22 @@ def evaluate(checkpoint, data_dir=None, split: str = "test", cases=None, out_csv
 
 
 METRICS = ("dice", "iou", "hd95")
+
+
+def checkpoint_split(state: dict, checkpoint="the checkpoint") -> dict:
+    """The train/val/test case ids a checkpoint was trained with: stored in it (checkpoints since
+    per-epoch validation, and every exported one), else its split file."""
+    from . import data
+
+    split = state.get("split")
+    if split is None:
+        config = state.get("config", {})
+        path = Path(config.get("split_file") or Path(config.get("out_dir", ".")) / "split.json")
+        if not path.is_file():
+            raise ValueError(f"{checkpoint} records no train/val/test split and its split file {path} is not "
+                             "here. Give --data DIR to evaluate every case of a folder.")
+        split = data.load_split(path)
+    return {part: list(split[part]) for part in ("train", "val", "test")}
 
 
 def case_metrics(model, cases: list[dict], task, patch_size, device, metrics=METRICS, progress: bool = True) -> list[dict]:

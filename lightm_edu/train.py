@@ -241,7 +241,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
         content = dict(model=model.state_dict(), optimiser=optimiser.state_dict(),
                        scheduler=scheduler.state_dict(), epoch=epoch + 1, rng=_pack_rng(),
                        config=config.to_dict(), model_config=_model_config(model), task=config.task,
-                       patch_size=list(patch))
+                       patch_size=list(patch), split={k: list(split[k]) for k in ("train", "val", "test")})
         if row.get("val_dice", "") != "" and row["val_dice"] > best_val_dice:
             best_val_dice = row["val_dice"]
             save_checkpoint(out_dir / "best.pt", **content, best_val_dice=best_val_dice)
@@ -295,10 +295,17 @@ def load_config(path, **overrides) -> TrainConfig:
 
 
 def export_checkpoint(source, target, half: bool = True) -> Path:
-    """Write a small checkpoint for prediction only: the weights (float16 by default), the model and
-    task configuration and the patch size, without optimiser state."""
+    """Write a small checkpoint for prediction and evaluation only: the weights (float16 by
+    default), the model and task configuration, the patch size and the train/val/test split, without
+    optimiser state. Folders of the training machine (``data_dir``, ``out_dir``) are not kept: the
+    data set is found again through ``LIGHTM_EDU_DATA``."""
+    from .evaluate import checkpoint_split
+
     state = load_checkpoint(source)
     weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["model"].items()}
-    keep = {k: state[k] for k in ("model_config", "task", "patch_size", "config", "epoch") if k in state}
-    save_checkpoint(target, model=weights, **keep)
+    keep = {k: state[k] for k in ("model_config", "task", "patch_size", "epoch", "best_val_dice") if k in state}
+    config = dict(state["config"])
+    config["data_dir"] = None
+    config["out_dir"] = str(Path("runs") / Path(config["out_dir"]).name)
+    save_checkpoint(target, model=weights, config=config, split=checkpoint_split(state, source), **keep)
     return Path(target)

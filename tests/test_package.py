@@ -116,6 +116,20 @@ def test_atomic_output_leaves_nothing_half_written(tmp_path):
     assert sorted(p.name for p in target.parent.iterdir()) == ["result.txt"]
 
 
+def test_atomic_output_gives_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from lightm_edu._atomic import atomic_output
+
+    ordinary = tmp_path / "ordinary.txt"
+    ordinary.write_text("x")
+    with atomic_output(tmp_path / "atomic.txt") as temporary:
+        temporary.write_text("x")
+    mode = lambda p: stat.S_IMODE(os.stat(p).st_mode)  # noqa: E731
+    assert mode(tmp_path / "atomic.txt") == mode(ordinary)
+
+
 def test_fast_mode_order_argument_then_environment_then_device(monkeypatch):
     import torch
 

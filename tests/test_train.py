@@ -169,3 +169,45 @@ def test_predict_says_what_is_missing(tmp_path):
     with pytest.raises(FileNotFoundError, match="No .nii.gz or .nii images in"):
         predict_folder(root / "checkpoints" / "lightmunet_hippocampus_3d.pt", tmp_path, tmp_path / "out",
                        device="cpu", progress=False)
+
+
+def test_exported_checkpoint_keeps_the_split_and_no_training_folders(tmp_path, monkeypatch):
+    from lightm_edu.train import export_checkpoint
+
+    summary = train(fast_config(tmp_path / "run", epochs=1), progress=False)
+    exported = export_checkpoint(summary["checkpoint"], tmp_path / "small.pt")
+    state = load_checkpoint(exported)
+    assert state["config"]["data_dir"] is None and state["config"]["out_dir"] == "runs/run"
+    assert all(v.dtype == torch.float16 for v in state["model"].values() if v.is_floating_point())
+    assert "optimiser" not in state
+    original = load_checkpoint(summary["checkpoint"])["split"]
+    assert state["split"] == original and len(original["test"]) == 1
+    # Evaluation finds the data through LIGHTM_EDU_DATA and its test case from the stored split
+    # alone (the split file is gone).
+    (tmp_path / "run" / "split.json").unlink()
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "msd-task04-hippocampus").symlink_to(sample_dir(), target_is_directory=True)
+    monkeypatch.setenv("LIGHTM_EDU_DATA", str(tmp_path / "data"))
+    result = evaluate(exported, device="cpu", progress=False)
+    assert [row["case_id"] for row in result["rows"]] == original["test"]
+    # A data set without that case: the error names the case and the fix.
+    partial = tmp_path / "data" / "msd-task04-hippocampus"
+    partial.unlink()
+    for sub in ("imagesTr", "labelsTr"):
+        (partial / sub).mkdir(parents=True)
+        for file in (sample_dir() / sub).iterdir():
+            if not file.name.startswith(original["test"][0]):
+                (partial / sub / file.name).symlink_to(file)
+    with pytest.raises(ValueError, match=f"1 of the 1 'test' cases .* not in .*{original['test'][0]}.*LIGHTM_EDU_DATA"):
+        evaluate(exported, device="cpu", progress=False)
+
+
+@pytest.mark.parametrize("name", ["lightmunet_cxr_lung_2d.pt", "lightmunet_hippocampus_3d.pt"])
+def test_committed_checkpoints_hold_their_split_and_no_machine_folders(name):
+    from pathlib import Path
+
+    state = load_checkpoint(Path(__file__).parent.parent / "checkpoints" / name)
+    assert state["config"]["data_dir"] is None and state["config"]["out_dir"].startswith("runs/")
+    counts = {part: len(ids) for part, ids in state["split"].items()}
+    assert counts == ({"train": 795, "val": 50, "test": 200} if "cxr" in name else {"train": 140, "val": 20, "test": 40})
+    assert not set(state["split"]["test"]) & set(state["split"]["train"])
