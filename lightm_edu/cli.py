@@ -1,6 +1,7 @@
-"""The ``lightm-edu`` command: ``info``, ``train``, ``evaluate``, ``predict``.
+"""The ``lightm-edu`` command: ``info``, ``download``, ``train``, ``evaluate``, ``predict``.
 
     lightm-edu info
+    lightm-edu download --list | NAME --root DIR [--size N]
     lightm-edu train --task cxr_lung --out runs/cxr [--fast] [--epochs N] [--resume] ...
     lightm-edu evaluate --checkpoint runs/cxr/last.pt [--data DIR] [--out metrics.csv]
     lightm-edu predict --checkpoint checkpoints/lightmunet_hippocampus_3d.pt --input DIR --out DIR
@@ -13,6 +14,7 @@ from __future__ import annotations
 import argparse
 import platform
 import sys
+from pathlib import Path
 
 
 def cmd_info(args) -> int:
@@ -40,6 +42,51 @@ def cmd_info(args) -> int:
 
     print(f"LIGHTM_EDU_DATA: {os.environ.get('LIGHTM_EDU_DATA', '(not set)')}")
     return 0
+
+
+def cmd_download(args) -> int:
+    """Describe the data sets, or fetch, check, unpack and convert one (see lightm_edu.download)."""
+    from lightm_edu import download as dl
+
+    if args.list:
+        print("\n\n".join(dl.describe(name) for name in dl.DATASETS))
+        return 0
+    if args.name is None:
+        args.parser.error("give a data set NAME (or --list to see them)")
+    if not args.root:
+        args.parser.error("--root DIR is required: the folder that receives the data set")
+    if args.size < 0:
+        args.parser.error("--size must be a positive number of pixels, or 0 to keep the source size")
+    try:
+        folder = dl.prepare(args.name, args.root, image_size=args.size or None, progress=not args.no_progress,
+                            timeout=args.timeout, keep_downloads=not args.delete_downloads)
+    except (dl.DownloadError, dl.ArchiveError, dl.KaggleCredentialsError, dl.DatasetLayoutError,
+            FileExistsError, ValueError, OSError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nInterrupted; run the same command again to resume the download.", file=sys.stderr)
+        return 1
+    print(f"{args.name}: ready in {folder} (export LIGHTM_EDU_DATA={Path(args.root).expanduser()})")
+    return 0
+
+
+def add_download_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments of ``lightm-edu download`` (also used by data_download/download.py)."""
+    from lightm_edu.download import DATASETS
+
+    parser.add_argument("name", nargs="?", choices=sorted(DATASETS), metavar="NAME",
+                        help=f"the data set to prepare: {', '.join(DATASETS)}")
+    parser.add_argument("--list", action="store_true", help="describe every data set (sources, checksums, "
+                        "accounts, license, citation) and exit")
+    parser.add_argument("--root", help="folder that receives <folder>/ and downloads/ (required with NAME)")
+    parser.add_argument("--size", type=int, default=256, help="2D data sets: side of the square images and "
+                        "masks (default 256; 0 keeps the size of the source)")
+    parser.add_argument("--timeout", type=float, default=60.0, help="network timeout in seconds (default 60)")
+    parser.add_argument("--delete-downloads", action="store_true", help="delete the archives once the data "
+                        "set folder is complete")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.set_defaults(run=cmd_download, parser=parser)
 
 
 def cmd_train(args) -> int:
@@ -89,6 +136,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     info = sub.add_parser("info", help="versions, devices and scan backends")
     info.set_defaults(run=cmd_info)
+
+    download = sub.add_parser(
+        "download", help="fetch and prepare the paper's data sets (checksummed, resumable)",
+        description="Fetch, check, unpack and convert one of the paper's data sets into the layout "
+                    "lightm_edu reads: DIR/<folder>/ (with README.md and MANIFEST.sha256), archives in "
+                    "DIR/downloads/. An interrupted download resumes when run again. Exit status: 0 done, "
+                    "1 failed (the message says why and what to do), 2 wrong arguments.")
+    add_download_arguments(download)
 
     train = sub.add_parser("train", help="train LightM-UNet (the official recipe by default)")
     train.add_argument("--task", help="cxr_lung (2D) or hippocampus (3D); default cxr_lung")

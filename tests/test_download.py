@@ -737,3 +737,15 @@ def test_cli_reports_errors_without_a_traceback(capsys, tmp_path, no_kaggle):
     with pytest.raises(SystemExit) as info:
         cli.main(["montgomery"])  # --root is required to prepare
     assert info.value.code == 2 and "--root" in capsys.readouterr().err
+
+
+def test_lightm_edu_download_is_the_same_command(capsys, tmp_path, no_kaggle):
+    from lightm_edu import cli as package_cli
+
+    assert package_cli.main(["download", "--list"]) == 0
+    assert capsys.readouterr().out.count("https://") >= len(dl.DATASETS)
+    assert package_cli.main(["download", "shenzhen", "--root", str(tmp_path / "root")]) == 1
+    assert "KAGGLE_USERNAME" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as info:
+        package_cli.main(["download", "montgomery"])
+    assert info.value.code == 2 and "--root" in capsys.readouterr().err

@@ -102,9 +102,12 @@ def test_cli_info_and_help(capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "scan backends on cpu: sequential, parallel" in out
-    with pytest.raises(SystemExit):
-        cli.main(["train", "--help"])
-    assert "--resume" in capsys.readouterr().out
+    expected = {"train": "--resume", "evaluate": "--checkpoint", "predict": "--input", "download": "--root",
+                "info": "usage: lightm-edu info"}
+    for command, option in expected.items():
+        with pytest.raises(SystemExit) as info:
+            cli.main([command, "--help"])
+        assert info.value.code == 0 and option in capsys.readouterr().out, command
 
 
 def test_committed_3d_checkpoint_segments_a_validation_case():
