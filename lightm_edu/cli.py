@@ -104,6 +104,8 @@ def cmd_train(args) -> int:
         defaults = TrainConfig()
         config = TrainConfig(**{k: (v if v is not None else getattr(defaults, k)) for k, v in given.items()})
     summary = train(config, resume=args.resume)
+    if summary["rank"] != 0:  # under torchrun, process 0 reports
+        return 0
     last = summary["history"][-1] if summary["history"] else None
     print(f"checkpoint: {summary['checkpoint']}")
     if last:
@@ -114,7 +116,8 @@ def cmd_train(args) -> int:
 def cmd_evaluate(args) -> int:
     from lightm_edu.evaluate import evaluate
 
-    result = evaluate(args.checkpoint, data_dir=args.data, split=args.split, out_csv=args.out, device=args.device)
+    result = evaluate(args.checkpoint, data_dir=args.data, split=args.split, out_csv=args.out, device=args.device,
+                      figures_dir=args.figures)
     for class_name, values in result["per_class"].items():
         print(f"{class_name}: Dice {values['dice']:.4f}  IoU {values['iou']:.4f}  HD95 {values['hd95']:.2f}")
     print(f"mean Dice {result['mean_dice']:.4f}  mean IoU {result['mean_iou']:.4f}")
@@ -175,6 +178,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", help="a folder in either layout (default: the checkpoint's split)")
     evaluate.add_argument("--split", default="test", help="which part of the checkpoint's split")
     evaluate.add_argument("--out", help="write per-case metrics to this CSV")
+    evaluate.add_argument("--figures", help="write an overlay figure per case (ground truth vs prediction) "
+                                            "into this folder")
     evaluate.add_argument("--device", default="auto")
     evaluate.set_defaults(run=cmd_evaluate)
 

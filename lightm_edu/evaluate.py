@@ -39,9 +39,11 @@ def predict_logits(model, image: torch.Tensor, patch_size, overlap: float = 0.5,
 
 
 def evaluate(checkpoint, data_dir=None, split: str = "test", cases=None, out_csv=None, device="auto",
-             progress: bool = True) -> dict:
+             progress: bool = True, figures_dir=None) -> dict:
     """Evaluate a checkpoint on the ``split`` ("train", "val" or "test") cases of its own split (or
     on ``cases``, or on every case of the folder ``data_dir``).
+
+    ``out_csv``: write the per-case rows there; ``figures_dir``: an overlay figure per case there.
 
     Returns:
         {"rows": per-case rows, "per_class": {class: {"dice", "iou", "hd95"}}, "mean_dice", "mean_iou"}
@@ -64,7 +66,7 @@ def evaluate(checkpoint, data_dir=None, split: str = "test", cases=None, out_csv
                                  f"not in {folder} (e.g. {', '.join(missing[:3])}). Point LIGHTM_EDU_DATA at the "
                                  "data set it was trained on, or give --data DIR to evaluate a whole folder.")
         cases = [by_id[i] for i in wanted]
-    rows = case_metrics(model, cases, task, state["patch_size"], device, progress=progress)
+    rows = case_metrics(model, cases, task, state["patch_size"], device, progress=progress, figures_dir=figures_dir)
     per_class = {c: {m: _nanmean([r[f"{m}_{c}"] for r in rows]) for m in METRICS} for c in task.class_names[1:]}
     summary = {"rows": rows, "per_class": per_class,
                "mean_dice": _nanmean([v["dice"] for v in per_class.values()]),
@@ -93,12 +95,15 @@ def checkpoint_split(state: dict, checkpoint="the checkpoint") -> dict:
     return {part: list(split[part]) for part in ("train", "val", "test")}
 
 
-def case_metrics(model, cases: list[dict], task, patch_size, device, metrics=METRICS, progress: bool = True) -> list[dict]:
+def case_metrics(model, cases: list[dict], task, patch_size, device, metrics=METRICS, progress: bool = True,
+                 figures_dir=None) -> list[dict]:
     """One row per case: ``{"case_id", "<metric>_<class>": value}`` for every foreground class.
 
     Each case goes through the task's evaluation transforms and sliding-window inference
     (:func:`predict_logits`), then MONAI's metrics on one-hot masks: Dice, IoU (``MeanIoU``) and
     the 95th percentile Hausdorff distance (``hd95``, in voxels of the transformed image).
+    With ``figures_dir``, an overlay figure per case (ground truth above prediction, with the Dice
+    of each class; :func:`lightm_edu.viz.overlay_montage`) is written there as ``<case_id>.png``.
     """
     from monai.metrics import DiceMetric, HausdorffDistanceMetric, MeanIoU
     from monai.networks.utils import one_hot
@@ -132,9 +137,31 @@ def case_metrics(model, cases: list[dict], task, patch_size, device, metrics=MET
                 for class_name, value in zip(task.class_names[1:], values.tolist()):
                     row[f"{name}_{class_name}"] = value
             rows.append(row)
+            if figures_dir is not None:
+                _save_overlay(Path(figures_dir) / f"{row['case_id']}.png", image[0, 0], label[0, 0],
+                              logits.argmax(1)[0], task, row)
     finally:
         model.train(was_training)
     return rows
+
+
+def _save_overlay(path: Path, image, label, prediction, task, row: dict) -> None:
+    """(*s) tensors -> one PNG: ground truth (top) and prediction (bottom), written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg", force=False)  # files only; keeps an interactive backend if one is active
+    import matplotlib.pyplot as plt
+
+    from .viz import overlay_montage
+
+    dice = ", ".join(f"{c} {row[f'dice_{c}']:.3f}" for c in task.class_names[1:] if f"dice_{c}" in row)
+    fig = overlay_montage(image.cpu(), label.cpu().long(), prediction.cpu(), class_names=list(task.class_names),
+                          title=f"{row['case_id']}" + (f" (Dice {dice})" if dice else ""))
+    try:
+        with atomic_output(path, suffix=".png") as temporary:
+            fig.savefig(temporary, format="png", dpi=100)
+    finally:
+        plt.close(fig)
 
 
 def _nanmean(values):

@@ -9,6 +9,11 @@ official trainer:
     clipping    gradient norm at 12
     precision   float32 (bf16 autocast optional)
 
+Several GPUs (or CPU processes) train one model with PyTorch's DistributedDataParallel when the
+run is started by ``torchrun``, e.g. ``torchrun --nproc_per_node 4 -m lightm_edu.cli train ...``:
+``batch_size`` stays the global batch, each process takes an equal share of it, and the gradients
+are averaged across processes, so one step equals one process's step on the whole batch.
+
 Checkpoints are written atomically (temporary file, then rename) and hold everything needed to
 resume exactly (model, optimiser, scheduler, epoch, random states) and to predict (the model and
 preprocessing configuration). They load with ``torch.load(..., weights_only=True)``.
@@ -19,6 +24,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import os
 import random
 import time
 from dataclasses import dataclass, field
@@ -30,7 +36,7 @@ import torch
 from ._atomic import atomic_output
 from .model import LightMUNet
 
-__all__ = ["TrainConfig", "train", "validate", "save_checkpoint", "load_checkpoint", "build_model", "poly_lr_factor",
+__all__ = ["TrainConfig", "train", "validate", "make_loss", "training_step", "distributed_setup", "RankBatchSampler", "save_checkpoint", "load_checkpoint", "build_model", "poly_lr_factor",
            "export_checkpoint", "load_config"]
 
 
@@ -136,21 +142,158 @@ def _infinite(loader):
         yield from loader
 
 
+def make_loss():
+    """The official loss: Dice over the foreground classes + cross-entropy, weights 1 : 1.
+
+    Both halves are means over the batch (Dice per image and class, cross-entropy per pixel), so
+    the loss of a batch is the mean of the losses of equal shares of it.
+    """
+    from monai.losses import DiceCELoss
+
+    return DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, smooth_nr=1e-5,
+                      smooth_dr=1e-5, lambda_dice=1.0, lambda_ce=1.0)
+
+
+def training_step(model, optimiser, loss_fn, image, label, grad_clip: float = 12.0, bf16: bool = False):
+    """One optimiser step on one batch; returns the loss (a 0-d tensor).
+
+    Args:
+        image: (b, c, *spatial) float; label: (b, 1, *spatial) class indices.
+        model: a LightMUNet, or one wrapped in DistributedDataParallel: then ``image`` is this
+            process's share of the global batch and backward() averages the gradients across
+            processes, so clipping and the step see the gradient of the whole batch.
+    """
+    with torch.autocast(image.device.type, dtype=torch.bfloat16, enabled=bf16):
+        logits = model(image)  # (b, n_classes, *spatial)
+    loss = loss_fn(logits.float(), label)
+    optimiser.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    optimiser.step()
+    return loss.detach()
+
+
+def distributed_setup(device_name: str = "auto") -> tuple[int, int, torch.device, bool]:
+    """(rank, world_size, device, started_here) for this process.
+
+    Under ``torchrun`` (environment variables RANK, WORLD_SIZE, LOCAL_RANK) it joins the process
+    group: NCCL with one GPU per process when GPUs are used, gloo on the CPU. Otherwise it is a
+    single process: (0, 1, the device of ``device_name``, False).
+    """
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    if world_size <= 1:
+        return 0, 1, pick_device(device_name), False
+    import torch.distributed as dist
+
+    rank = int(os.environ["RANK"])
+    local_rank = int(os.environ.get("LOCAL_RANK", rank))
+    if device_name not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device={device_name!r} with {world_size} processes: use 'auto', 'cuda' (one GPU per "
+                         "process, chosen by LOCAL_RANK) or 'cpu'.")
+    use_cuda = device_name != "cpu" and torch.cuda.is_available()
+    if device_name == "cuda" and not use_cuda:
+        raise RuntimeError("device='cuda' but no GPU is visible; use device='cpu' for CPU processes (gloo).")
+    if use_cuda:
+        if local_rank >= torch.cuda.device_count():
+            raise RuntimeError(f"process {local_rank} has no GPU of its own: {torch.cuda.device_count()} visible. "
+                               f"Start torchrun with --nproc_per_node {torch.cuda.device_count()} or fewer.")
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    started_here = not dist.is_initialized()
+    if started_here:
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return rank, world_size, device, started_here
+
+
+class RankBatchSampler(torch.utils.data.Sampler):
+    """This process's share of each global batch.
+
+    Every process draws the same shuffled order (from ``generator``, seeded alike everywhere) and
+    cuts it into global batches of ``global_batch`` samples; process ``rank`` takes samples
+    rank, rank + world_size, ... of each, so the shares of one step together are one global batch.
+    """
+
+    def __init__(self, n_samples: int, global_batch: int, rank: int, world_size: int, generator, drop_last: bool):
+        if global_batch % world_size:
+            raise ValueError(f"batch_size {global_batch} (the global batch) cannot be shared equally by "
+                             f"{world_size} processes: use a multiple of {world_size}.")
+        self.n_samples, self.global_batch = n_samples, global_batch
+        self.rank, self.world_size, self.generator, self.drop_last = rank, world_size, generator, drop_last
+
+    def __iter__(self):
+        order = torch.randperm(self.n_samples, generator=self.generator).tolist()
+        for start in range(0, self.n_samples, self.global_batch):
+            batch = order[start:start + self.global_batch]
+            if len(batch) < self.global_batch and (self.drop_last or len(batch) < self.world_size):
+                break
+            yield batch[self.rank::self.world_size]
+
+    def __len__(self) -> int:
+        full, rest = divmod(self.n_samples, self.global_batch)
+        return full + (1 if rest and not self.drop_last and rest >= self.world_size else 0)
+
+
+def _unwrap(model):
+    return model.module if hasattr(model, "module") else model
+
+
+def _from_rank0(value: float, world_size: int, device) -> float:
+    """Rank 0's value on every process (e.g. whether the time budget is spent)."""
+    if world_size == 1:
+        return value
+    import torch.distributed as dist
+
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)  # NCCL needs GPU tensors
+    dist.broadcast(tensor, src=0)
+    return tensor.item()
+
+
+def _mean_over_processes(value: float, world_size: int, device) -> float:
+    if world_size == 1:
+        return value
+    import torch.distributed as dist
+
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor)
+    return tensor.item() / world_size
+
+
+def _barrier(world_size: int) -> None:
+    if world_size > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
     """Train LightM-UNet on ``config.task``; returns a summary (paths, last losses).
 
     Writes ``<out_dir>/last.pt`` after every epoch (atomically), ``<out_dir>/log.csv`` (one row
     per epoch: train loss, learning rate, seconds and the validation Dice of :func:`validate`),
-    ``<out_dir>/best.pt`` (the epoch with the best validation Dice) and ``<out_dir>/split.json``. With ``resume=True`` it continues from ``last.pt``
+    ``<out_dir>/best.pt`` (the epoch with the best validation Dice) and ``<out_dir>/split.json``.
+    With ``resume=True`` it continues from ``last.pt``
     exactly where it stopped (model, optimiser, scheduler, epoch, random states). ``stop_after``
     ends this run after that many epochs (a time budget); a later ``resume=True`` goes on.
     """
     from monai.data import DataLoader
-    from monai.losses import DiceCELoss
     from tqdm import tqdm
 
     from . import data
 
+    rank, world_size, device, started_here = distributed_setup(config.device)
+    try:
+        return _train(config, resume, progress, stop_after, rank, world_size, device, DataLoader, tqdm, data)
+    finally:
+        if started_here:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+
+
+def _train(config, resume, progress, stop_after, rank, world_size, device, DataLoader, tqdm, data) -> dict:
+    main_process = rank == 0  # the one that writes the split, the log and the checkpoints
     task = data.TASKS[config.task]
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,11 +301,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     cases = data.find_cases(data_dir)
     by_id = {c["case_id"]: c for c in cases}
     split_path = Path(config.split_file) if config.split_file else out_dir / "split.json"
-    if split_path.is_file():
-        split = data.load_split(split_path, case_ids=list(by_id))
-    else:
+    if main_process and not split_path.is_file():
         split = data.make_split(list(by_id), n_test=config.n_test, n_val=config.n_val, seed=config.seed)
         data.save_split(split, split_path)
+    _barrier(world_size)
+    split = data.load_split(split_path, case_ids=list(by_id))
     train_cases = [by_id[i] for i in split["train"]]
     val_cases = [by_id[i] for i in split["val"]] if config.val_every else []
     if config.fast:
@@ -172,8 +315,11 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     patch = tuple(config.patch_size) if config.patch_size else tuple(task.patch_size)
 
     seed_everything(config.seed)
-    device = pick_device(config.device)
     model = build_model(task, config.init_filters, config.scan_backend).to(device)
+    if world_size > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimiser = torch.optim.Adam(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, eps=config.eps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimiser, lambda epoch: poly_lr_factor(min(epoch, config.epochs - 1), config.epochs, config.poly_power))
@@ -182,7 +328,7 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     checkpoint_path = out_dir / "last.pt"
     if resume:
         state = load_checkpoint(checkpoint_path)
-        model.load_state_dict(state["model"])
+        _unwrap(model).load_state_dict(state["model"])
         optimiser.load_state_dict(state["optimiser"])
         scheduler.load_state_dict(state["scheduler"])
         start_epoch = state["epoch"]
@@ -192,63 +338,72 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     transforms = data.train_transforms(task, patch_size=patch)
     dataset = data.make_dataset(train_cases, transforms)
     generator = torch.Generator()
-    loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers,
-                        generator=generator, drop_last=len(dataset) > config.batch_size)
-    loss_fn = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, smooth_nr=1e-5,
-                         smooth_dr=1e-5, lambda_dice=1.0, lambda_ce=1.0)
+    drop_last = len(dataset) > config.batch_size
+    if world_size == 1:
+        loader = DataLoader(dataset, batch_size=config.batch_size, shuffle=True, num_workers=config.num_workers,
+                            generator=generator, drop_last=drop_last)
+    else:
+        sampler = RankBatchSampler(len(dataset), config.batch_size, rank, world_size, generator, drop_last)
+        loader = DataLoader(dataset, batch_sampler=sampler, num_workers=config.num_workers)
+    loss_fn = make_loss()
     log_path = out_dir / "log.csv"
     iterations = 2 if config.fast else config.iterations_per_epoch
     history = []
     last_epoch = config.epochs if stop_after is None else min(config.epochs, start_epoch + stop_after)
     run_started = time.perf_counter()
+
+    def out_of_time() -> bool:  # decided by process 0, so that all processes stop after the same epoch
+        spent = config.max_minutes is not None and time.perf_counter() - run_started > 60 * config.max_minutes
+        return bool(_from_rank0(spent, world_size, device))
+
     for epoch in range(start_epoch, last_epoch):
-        if config.max_minutes is not None and time.perf_counter() - run_started > 60 * config.max_minutes:
+        if out_of_time():
             break
         # Every epoch's randomness (sample order, augmentation) is a function of (seed, epoch), so a
-        # resumed run continues exactly as an uninterrupted one would.
+        # resumed run continues exactly as an uninterrupted one would. The sample order is the same
+        # on every process; the augmentation differs between processes.
         generator.manual_seed(config.seed * 100_003 + epoch)
-        transforms.set_random_state(seed=(config.seed * 100_003 + epoch) % 2 ** 32)
+        transforms.set_random_state(seed=(config.seed * 100_003 + epoch + 7_919 * rank) % 2 ** 32)
         batches = _infinite(loader)
         epoch_lr = optimiser.param_groups[0]["lr"]
         model.train()
         losses = []
-        bar = tqdm(range(iterations), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not progress, leave=False)
+        bar = tqdm(range(iterations), desc=f"epoch {epoch + 1}/{config.epochs}", disable=not (progress and main_process),
+                   leave=False)
         started = time.perf_counter()
         for _ in bar:
             batch = next(batches)
             image, label = _plain(batch["image"]).to(device), _plain(batch["label"]).to(device)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                logits = model(image)
-            loss = loss_fn(logits.float(), label)
-            optimiser.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimiser.step()
+            loss = training_step(model, optimiser, loss_fn, image, label, config.grad_clip, config.bf16)
             losses.append(loss.item())
             bar.set_postfix(loss=f"{losses[-1]:.4f}")
         scheduler.step()
-        row = {"epoch": epoch + 1, "train_loss": float(np.mean(losses)), "lr": epoch_lr,
-               "seconds": time.perf_counter() - started}
-        if val_cases:
+        row = {"epoch": epoch + 1, "train_loss": _mean_over_processes(float(np.mean(losses)), world_size, device),
+               "lr": epoch_lr, "seconds": time.perf_counter() - started}
+        stop_now = out_of_time()
+        if val_cases and main_process:
             # Every row has the validation columns (empty between validations) so the CSV stays square.
             row.update({key: "" for key in _val_columns(task)})
-            out_of_time = (config.max_minutes is not None
-                           and time.perf_counter() - run_started > 60 * config.max_minutes)
-            if (epoch + 1) % config.val_every == 0 or epoch + 1 == last_epoch or out_of_time:
-                row.update(validate(model, val_cases, task, patch, device))
+            if (epoch + 1) % config.val_every == 0 or epoch + 1 == last_epoch or stop_now:
+                row.update(validate(_unwrap(model), val_cases, task, patch, device))
         history.append(row)
-        _append_csv(log_path, row)
-        content = dict(model=model.state_dict(), optimiser=optimiser.state_dict(),
-                       scheduler=scheduler.state_dict(), epoch=epoch + 1, rng=_pack_rng(),
-                       config=config.to_dict(), model_config=_model_config(model), task=config.task,
-                       patch_size=list(patch), split={k: list(split[k]) for k in ("train", "val", "test")})
-        if row.get("val_dice", "") != "" and row["val_dice"] > best_val_dice:
-            best_val_dice = row["val_dice"]
-            save_checkpoint(out_dir / "best.pt", **content, best_val_dice=best_val_dice)
-        save_checkpoint(checkpoint_path, **content, best_val_dice=best_val_dice)
+        if main_process:
+            _append_csv(log_path, row)
+            content = dict(model=_unwrap(model).state_dict(), optimiser=optimiser.state_dict(),
+                           scheduler=scheduler.state_dict(), epoch=epoch + 1, rng=_pack_rng(),
+                           config=config.to_dict(), model_config=_model_config(_unwrap(model)), task=config.task,
+                           patch_size=list(patch), split={k: list(split[k]) for k in ("train", "val", "test")},
+                           world_size=world_size)
+            if row.get("val_dice", "") != "" and row["val_dice"] > best_val_dice:
+                best_val_dice = row["val_dice"]
+                save_checkpoint(out_dir / "best.pt", **content, best_val_dice=best_val_dice)
+            save_checkpoint(checkpoint_path, **content, best_val_dice=best_val_dice)
+        _barrier(world_size)  # the others wait for validation and the checkpoint
+        if stop_now:
+            break
     best = out_dir / "best.pt"
     return {"checkpoint": str(checkpoint_path), "best": str(best) if best.is_file() else None, "log": str(log_path),
-            "split": str(split_path), "history": history}
+            "split": str(split_path), "history": history, "rank": rank, "world_size": world_size}
 
 
 def _val_columns(task) -> list[str]:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from lightm_edu import cli
-from lightm_edu.data import sample_dir
+from lightm_edu.data import find_cases, sample_dir
 from lightm_edu.evaluate import evaluate, model_from_checkpoint
 from lightm_edu.train import TrainConfig, load_checkpoint, poly_lr_factor, save_checkpoint, train
 
@@ -80,7 +80,12 @@ def test_evaluate_and_cli_report_per_class_metrics(tmp_path, capsys):
     assert 0.0 <= result["mean_dice"] <= 1.0
     assert "dice_anterior" in (tmp_path / "metrics.csv").read_text().splitlines()[0]
     assert cli.main(["evaluate", "--checkpoint", str(tmp_path / "last.pt"), "--data", str(sample_dir()),
-                     "--device", "cpu"]) == 0
+                     "--device", "cpu", "--figures", str(tmp_path / "figures")]) == 0
+    from PIL import Image
+
+    figures = sorted((tmp_path / "figures").iterdir())
+    assert [f.name for f in figures] == [f"{c['case_id']}.png" for c in find_cases(sample_dir())]
+    assert Image.open(figures[0]).size[0] > 200
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last.startswith("mean Dice ") and "mean IoU " in last
     model, state = model_from_checkpoint(tmp_path / "last.pt")
