@@ -98,6 +98,62 @@ class Mamba(nn.Module):
                               self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias, A, None, None,
                               self.D.float(), delta_bias=self.dt_proj.bias.float(), delta_softplus=True)
 
+    def forward_fused_reference(self, hidden_states: torch.Tensor) -> torch.Tensor:
+        """What ``mamba_ssm.Mamba``'s fused fast path computes, in plain PyTorch (any device, any backend).
+
+        hidden_states (b, l, d_model) -> (b, l, d_model), equal to :meth:`forward`. Like the fused
+        path, it reads the weights of ``in_proj``, ``conv1d``, ``x_proj``, ``dt_proj`` and
+        ``out_proj`` directly (``weight @ x``, :func:`torch.nn.functional.conv1d`,
+        :func:`~torch.nn.functional.linear`) instead of calling those submodules. Tools that count
+        by module hooks (``thop``) therefore never see them: :mod:`lightm_edu.flops` uses this to
+        reproduce such undercounts without a GPU.
+        """
+        b, length, _ = hidden_states.shape
+        # mamba_ssm multiplies by in_proj.weight itself, so the in_proj module is never called.
+        xz = (self.in_proj.weight @ hidden_states.reshape(b * length, -1).t())  # (2 d_inner, b*l)
+        xz = xz.reshape(-1, b, length).transpose(0, 1)  # (b, 2 d_inner, l)
+        if self.in_proj.bias is not None:
+            xz = xz + self.in_proj.bias.unsqueeze(-1)
+        A = -torch.exp(self.A_log.float())  # (d_inner, n)
+        return mamba_inner_reference(xz, self.conv1d.weight, self.conv1d.bias, self.x_proj.weight,
+                                     self.dt_proj.weight, self.out_proj.weight, self.out_proj.bias, A,
+                                     D=self.D.float(), delta_bias=self.dt_proj.bias.float(),
+                                     delta_softplus=True, backend=self.scan_backend)
+
+
+def mamba_inner_reference(xz, conv1d_weight, conv1d_bias, x_proj_weight, delta_proj_weight,
+                          out_proj_weight, out_proj_bias, A, D=None, delta_bias=None,
+                          delta_softplus: bool = True, backend: str | None = None) -> torch.Tensor:
+    """The fused Mamba computation of ``mamba_ssm``'s ``mamba_inner_fn``, as its ``mamba_inner_ref``.
+
+    Every weight is used directly, never through a module: causal depthwise convolution, SiLU,
+    ``x_proj``, the low-rank Delta projection, the selective scan with the SiLU(z) gate, ``out_proj``.
+
+    Args:
+        xz: the in_proj output, x and z stacked, (b, 2 d_inner, l).
+        conv1d_weight: (d_inner, 1, d_conv).  conv1d_bias: (d_inner,) or None.
+        x_proj_weight: (dt_rank + 2 n, d_inner).  delta_proj_weight: (d_inner, dt_rank).
+        out_proj_weight: (d_model, d_inner).  out_proj_bias: (d_model,) or None.
+        A: (d_inner, n).  D, delta_bias: (d_inner,) or None.
+        backend: selective-scan backend (None: the global choice).
+    Returns:
+        (b, l, d_model)
+    """
+    length = xz.shape[-1]
+    d_conv, dt_rank, d_state = conv1d_weight.shape[-1], delta_proj_weight.shape[1], A.shape[-1]
+    x, z = xz.chunk(2, dim=1)  # (b, d_inner, l) each
+    x = F.silu(F.conv1d(x, conv1d_weight, conv1d_bias, padding=d_conv - 1,
+                        groups=x.shape[1])[..., :length])  # causal, (b, d_inner, l)
+    x_dbl = F.linear(x.transpose(1, 2), x_proj_weight)  # (b, l, dt_rank + 2 n)
+    dt, B, C = torch.split(x_dbl, [dt_rank, d_state, d_state], dim=-1)
+    delta = (dt @ delta_proj_weight.t()).transpose(1, 2)  # (b, d_inner, l)
+    B = B.transpose(1, 2).contiguous()  # (b, n, l)
+    C = C.transpose(1, 2).contiguous()  # (b, n, l)
+    backend = resolve_backend(backend or get_scan_backend(), xz.device.type)
+    y = selective_scan(x, delta, A, B, C, D=D, z=z, delta_bias=delta_bias, delta_softplus=delta_softplus,
+                       backend=backend)  # (b, d_inner, l)
+    return F.linear(y.transpose(1, 2), out_proj_weight, out_proj_bias)  # (b, l, d_model)
+
 
 def init_dt_projection(dt_proj: nn.Linear, dt_rank: int, dt_min: float, dt_max: float,
                        dt_init: str, dt_scale: float, dt_init_floor: float) -> None:
