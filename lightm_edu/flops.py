@@ -1,6 +1,6 @@
 """Honest cost accounting for LightM-UNet: parameters, MACs, FLOPs, latency and peak memory.
 
-Chapter 10 uses it. Four tools, each checkable against the others:
+Written for chapter 10. Four tools, each checkable against the others:
 
     count_flops(model, x)         measured: fvcore traces one forward pass; our handles count every
                                   operator, the selective scan included, by stage and by kind
@@ -725,14 +725,13 @@ def thop_count(model: nn.Module, x: torch.Tensor, fused: bool = True) -> dict:
     Returns:
         {"macs": thop's MACs, "params": thop's parameter count}
     """
-    import contextlib as _contextlib
     import io
 
     from thop import profile
 
-    context = fused_reference_path(model) if fused else _contextlib.nullcontext(model)
+    context = fused_reference_path(model) if fused else contextlib.nullcontext(model)
     was_training = model.training
-    with context, _contextlib.redirect_stdout(io.StringIO()):  # thop prints a line per rule
+    with context, contextlib.redirect_stdout(io.StringIO()):  # thop prints a line per rule
         macs, params = profile(model, inputs=(x,), verbose=False)
     model.train(was_training)
     return {"macs": int(macs), "params": int(params)}
