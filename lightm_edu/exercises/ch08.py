@@ -128,18 +128,17 @@ def check_poly_lr(fn) -> Feedback:
 
 
 def training_loss(logits, label):
-    """The loss :func:`lightm_edu.train.train` minimises: MONAI's ``DiceCELoss`` with the training
-    arguments (no background in the Dice term, one-hot labels, softmax, smoothing 1e-5, weights 1 : 1).
+    """The loss :func:`lightm_edu.train.train` minimises, :func:`lightm_edu.train.make_loss`:
+    MONAI's ``DiceCELoss`` with no background in the Dice term, one-hot labels, softmax, smoothing
+    1e-5 and weights 1 : 1.
 
     Args:
         logits: (b, k, *spatial) raw class scores.
         label: (b, 1, *spatial) class indices 0 .. k - 1.
     """
-    from monai.losses import DiceCELoss
+    from ..train import make_loss
 
-    loss = DiceCELoss(include_background=False, to_onehot_y=True, softmax=True, smooth_nr=1e-5,
-                      smooth_dr=1e-5, lambda_dice=1.0, lambda_ce=1.0)
-    return loss(logits, label)
+    return make_loss()(logits, label)
 
 
 def _loss_cases():
