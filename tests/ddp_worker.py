@@ -42,7 +42,8 @@ def make_optimiser(model):
 
 def main(out_path: str, device_name: str = "cpu") -> None:
     rank, world_size, device, _ = distributed_setup(device_name)  # gloo on the CPU, NCCL on GPUs
-    exact_float32()
+    if device.type == "cuda":
+        exact_float32()
     model = make_model().to(device)
     model = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
     optimiser = make_optimiser(model)
