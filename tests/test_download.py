@@ -749,3 +749,39 @@ def test_lightm_edu_download_is_the_same_command(capsys, tmp_path, no_kaggle):
     with pytest.raises(SystemExit) as info:
         package_cli.main(["download", "montgomery"])
     assert info.value.code == 2 and "--root" in capsys.readouterr().err
+
+
+def test_repository_checksums_match_the_committed_files_the_chapters_use():
+    import re
+
+    from lightm_edu.notebook import repository_checksums
+
+    root = Path(__file__).resolve().parents[1]
+    checksums = repository_checksums()
+    for name, digest in checksums.items():
+        assert dl.file_sha256(root / name) == digest, (
+            f"{name} changed: update lightm_edu/repository_files.sha256 (sha256sum of the file)")
+    used = set()
+    for chapter in (root / "book").glob("*.ipynb"):
+        used |= set(re.findall(r'repository_file\(\\"([^\\"]+)\\"\)', chapter.read_text()))
+    assert used and used <= set(checksums), sorted(used - set(checksums))
+
+
+def test_repository_file_outside_a_clone_downloads_and_checks(server, tmp_path, monkeypatch):
+    from lightm_edu import notebook
+
+    name = "results/example.csv"
+    server.files["/raw/" + name] = b"epoch,train_loss\n1,0.5\n"
+    monkeypatch.setattr(notebook, "REPOSITORY_URL", server.url("/raw/"))
+    monkeypatch.setattr(notebook, "repository_checksums", lambda: {name: sha(b"epoch,train_loss\n1,0.5\n")})
+    monkeypatch.chdir(tmp_path)  # no clone here or above
+    path = notebook.repository_file(name)
+    assert path.read_bytes() == b"epoch,train_loss\n1,0.5\n" and path == tmp_path.resolve() / "lightm_edu_files" / name
+    server.files["/raw/" + name] = b"tampered"
+    monkeypatch.setattr(notebook, "repository_checksums", lambda: {name: sha(b"tampered!")})
+    path.unlink()
+    with pytest.raises(dl.ChecksumError):
+        notebook.repository_file(name)
+    assert not path.exists()
+    with pytest.raises(FileNotFoundError, match="not one of the repository files with a recorded checksum"):
+        notebook.repository_file("results/unknown.csv")
