@@ -191,9 +191,12 @@ def _conv_handle(inputs, outputs):
     # aten::_convolution(input, weight, bias, stride, padding, dilation, transposed, ...)
     x, w, out = _shape(inputs[0]), _shape(inputs[1]), _shape(outputs[0])
     if inputs[6].toIValue():
-        raise NotImplementedError("transposed convolutions are not counted (LightM-UNet has none)")
-    # each output element is a dot product over (in_channels / groups) * prod(kernel) inputs
-    macs = math.prod(out) * math.prod(w[1:])
+        # transposed (weight (in, out / groups, *k)): each input element is scattered to
+        # (out_channels / groups) * prod(kernel) outputs, one MAC each (the peers' upsampling)
+        macs = math.prod(x) * math.prod(w[1:])
+    else:
+        # each output element is a dot product over (in_channels / groups) * prod(kernel) inputs
+        macs = math.prod(out) * math.prod(w[1:])
     bias = math.prod(out) if _shape(inputs[2]) is not None else 0
     return _counts("conv", macs, bias)
 
@@ -285,12 +288,29 @@ def _causal_conv1d_handle(inputs, outputs):
     return _counts("conv", b * d * k * length, b * d * length)
 
 
+def _einsum_handle(inputs, outputs):
+    # fvcore's own einsum count is in multiply-accumulates (its "flop" is a MAC)
+    from fvcore.nn.jit_handles import einsum_flop_jit
+
+    return _counts("einsum", einsum_flop_jit(inputs, outputs))
+
+
+def _no_arithmetic_handle(inputs, outputs):
+    # copies and fills (padding, clone, nearest-neighbour upsampling) move data without arithmetic
+    return Counter()
+
+
 _ELEMENTWISE_OPS = ("add", "add_", "sub", "sub_", "rsub", "mul", "mul_", "div", "div_", "neg", "exp", "sigmoid",
-                    "silu", "silu_", "relu", "relu_", "softplus", "tanh", "gelu", "pow", "sqrt", "rsqrt")
+                    "silu", "silu_", "relu", "relu_", "softplus", "tanh", "gelu", "pow", "sqrt", "rsqrt",
+                    "leaky_relu", "leaky_relu_", "prelu", "ne")
+# Operators of the peer models (lightm_edu.baselines) that only move data.
+_NO_ARITHMETIC_OPS = ("pad", "clone", "fill_", "upsample_nearest1d", "upsample_nearest2d", "upsample_nearest3d")
 
 
 def flop_handles() -> dict:
-    """{fvcore operator name: handle} for every operator LightM-UNet runs, on every scan backend.
+    """{fvcore operator name: handle} for every operator LightM-UNet runs, on every scan backend,
+    and those of the peer models in :mod:`lightm_edu.baselines` (transposed convolutions, instance
+    norm, einsum, LeakyReLU/PReLU, softmax at 5 FLOPs per element: max, subtract, exp, sum, divide).
 
     Use with ``fvcore.nn.FlopCountAnalysis(...).set_op_handle(**flop_handles())``; the counts are
     Counters keyed "<operator>/macs" and "<operator>/elementwise".
@@ -304,6 +324,9 @@ def flop_handles() -> dict:
         "aten::addmm": _addmm_handle,
         "aten::group_norm": _norm_handle("group_norm", 2),
         "aten::layer_norm": _norm_handle("layer_norm", 2),
+        "aten::instance_norm": _norm_handle("instance_norm", 1),
+        "aten::einsum": _einsum_handle,
+        "aten::softmax": _elementwise_handle("softmax", 5),
         "aten::upsample_bilinear2d": _interpolation_handle("interpolate", 4),
         "aten::upsample_trilinear3d": _interpolation_handle("interpolate", 8),
         "aten::upsample_linear1d": _interpolation_handle("interpolate", 2),
@@ -320,6 +343,8 @@ def flop_handles() -> dict:
     }
     for op in _ELEMENTWISE_OPS:
         handles[f"aten::{op}"] = _elementwise_handle(op.rstrip("_"))
+    for op in _NO_ARITHMETIC_OPS:
+        handles[f"aten::{op}"] = _no_arithmetic_handle
     return handles
 
 
@@ -373,13 +398,13 @@ def _kind(module_name: str, op: str, mamba_names: set) -> str:
     (``mamba_names``: the names of the Mamba blocks)."""
     path = module_name.split(".")
     in_mamba = any(".".join(path[:i]) in mamba_names for i in range(len(path) + 1))
-    simple = {"scan": "scan", "group_norm": "norms", "layer_norm": "norms", "interpolate": "interpolation",
-              "max_pool": "pooling"}
+    simple = {"scan": "scan", "group_norm": "norms", "layer_norm": "norms", "instance_norm": "norms",
+              "interpolate": "interpolation", "max_pool": "pooling"}
     if op in simple:
         return simple[op]
     if op == "conv":
         return "causal conv" if in_mamba else "convolutions"
-    if op in ("linear", "matmul"):
+    if op in ("linear", "matmul", "einsum"):
         if path[-1] == "projection":
             return "RVM projections"
         return "Mamba projections" if in_mamba else "other linear algebra"

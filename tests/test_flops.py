@@ -57,6 +57,44 @@ def test_uncounted_operators_are_reported_not_hidden():
     assert "aten::sort" in count_flops(Sorts(), torch.randn(4, 8)).unsupported
 
 
+# ----------------------------------------------------------- operators of the peer models
+
+def test_transposed_conv_macs_by_hand():
+    # the peers upsample with transposed convolutions: every input element is scattered to
+    # out_channels * prod(kernel) outputs, one MAC each; the bias adds 1 per output element
+    count = count_flops(nn.ConvTranspose2d(3, 4, 2, stride=2), torch.randn(2, 3, 5, 6))
+    assert count.by_operator["conv"] == Cost(2 * 3 * 5 * 6 * 4 * 2 * 2, 2 * 4 * 10 * 12)
+
+
+def test_instance_norm_counts_as_a_norm():
+    count = count_flops(nn.InstanceNorm3d(4, affine=True), torch.randn(2, 4, 3, 3, 3))
+    assert count.by_operator["instance_norm"] == Cost(0, 5 * 2 * 4 * 27)
+    assert set(count.by_kind()) == {"norms"}
+
+
+def test_einsum_counts_multiply_accumulates():
+    class Attention(nn.Module):
+        def forward(self, q, k):
+            return torch.einsum("bhxd,bhyd->bhxy", q, k).softmax(dim=-1)
+
+    q, k = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8)
+    count = count_flops(Attention(), q, k)
+    assert count.by_operator["einsum"] == Cost(2 * 3 * 5 * 7 * 8, 0)
+    assert count.by_operator["softmax"] == Cost(0, 5 * 2 * 3 * 5 * 7)
+    assert count.unsupported == {}
+
+
+def test_leaky_relu_and_copies_are_supported():
+    class Peerish(nn.Module):
+        def forward(self, x):
+            x = nn.functional.interpolate(nn.functional.leaky_relu(x, 0.01), scale_factor=2.0, mode="nearest")
+            return nn.functional.pad(x, (1, 1)).clone()
+
+    count = count_flops(Peerish(), torch.randn(1, 2, 3, 3))
+    assert count.unsupported == {}
+    assert count.flops == 2 * 9  # LeakyReLU; nearest upsampling, padding and clone move data only
+
+
 # ------------------------------------------------------------------------------- the scan
 
 def test_scan_cost_is_nine_flops_per_state_element_plus_channel_terms():
