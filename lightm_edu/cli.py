@@ -1,10 +1,11 @@
-"""The ``lightm-edu`` command: ``info``, ``download``, ``train``, ``evaluate``, ``predict``.
+"""The ``lightm-edu`` command: ``info``, ``download``, ``train``, ``evaluate``, ``predict``, ``compare``.
 
     lightm-edu info
     lightm-edu download --list | NAME --root DIR [--size N]
     lightm-edu train --task cxr_lung --out runs/cxr [--fast] [--epochs N] [--resume] ...
     lightm-edu evaluate --checkpoint runs/cxr/last.pt [--data DIR] [--out metrics.csv]
     lightm-edu predict --checkpoint checkpoints/lightmunet_hippocampus_3d.pt --input DIR --out DIR
+    lightm-edu compare --dims 2 [--device cpu|cuda] [--no-measure] [--out results/comparison_2d] [--merge]
 
 Each subcommand has ``--help``.
 """
@@ -132,6 +133,37 @@ def cmd_predict(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    """Count (and time) LightM-UNet and its peers; print the Markdown table, write CSV + Markdown."""
+    import torch
+
+    from lightm_edu.compare import compare, format_markdown, merge_rows, read_table, write_tables
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    if args.size and len(args.size) not in (1, args.dims):
+        args.parser.error(f"--size takes 1 or {args.dims} numbers for a {args.dims}D input, got {len(args.size)}")
+    if args.batch is not None and args.batch < 1:
+        args.parser.error("--batch must be at least 1")
+    if args.repeats < 1:
+        args.parser.error("--repeats must be at least 1")
+    size = None if not args.size else (args.size[0] if len(args.size) == 1 else tuple(args.size))
+    try:
+        rows = compare(args.dims, models=args.models, device=args.device, measure=not args.no_measure,
+                       repeats=args.repeats, batch=args.batch, size=size, scan_backend=args.backend,
+                       progress=not args.no_progress)
+    except ValueError as err:
+        args.parser.error(str(err))
+    print(format_markdown(rows))
+    if args.out:
+        earlier = Path(args.out + ".csv")
+        if args.merge and earlier.is_file():
+            rows = merge_rows(read_table(earlier), rows)
+        for path in write_tables(rows, args.out):
+            print(f"written: {path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="lightm-edu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -190,6 +222,36 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--out", required=True, help="folder for the masks (same file names)")
     predict.add_argument("--device", default="auto")
     predict.set_defaults(run=cmd_predict)
+
+    compare = sub.add_parser(
+        "compare", help="parameters, MACs, FLOPs, latency and peak memory of LightM-UNet and its peers",
+        description="Build LightM-UNet and its peers (lightm_edu.baselines) at the paper's settings (2D: 3 x 512 "
+                    "x 512, 2 classes; 3D: 1 x 128^3, 3 classes), count parameters, MACs and FLOPs of one "
+                    "forward pass (lightm_edu.flops), and time a forward pass (batch 1) and a training step "
+                    "(--batch). Prints a Markdown table; --out also writes it as CSV and Markdown. A step "
+                    "that runs out of memory is recorded as OOM.")
+    compare.add_argument("--dims", type=int, choices=(2, 3), required=True, help="2 (chest X-rays, 512 x 512) "
+                         "or 3 (CT, 128^3)")
+    compare.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
+                         help="where to count and time (default: a GPU if there is one)")
+    compare.add_argument("--no-measure", action="store_true", help="parameters, MACs and FLOPs only (no timing)")
+    compare.add_argument("--out", metavar="STEM", help="write STEM.csv and STEM.md, e.g. results/comparison_2d")
+    compare.add_argument("--merge", action="store_true", help="with --out: keep the measured rows of other "
+                         "devices already in STEM.csv (e.g. a GPU run, then a CPU run); rows of this device "
+                         "and counts-only rows are replaced")
+    compare.add_argument("--models", nargs="+", metavar="NAME",
+                         help="which models (default: all): lightmunet, segresnet, dynunet, unet, unetr, "
+                              "swinunetr, umamba_bot, umamba_enc (lightm_edu.baselines.PEERS)")
+    compare.add_argument("--size", type=int, nargs="+", help="spatial size, one number or one per axis "
+                         "(default: the paper's)")
+    compare.add_argument("--batch", type=int, help="batch of the training step (default: 12 in 2D and 2 in 3D "
+                         "on a GPU, 2 on a CPU)")
+    compare.add_argument("--repeats", type=int, default=5, help="timed runs per measurement; the median is "
+                         "reported (default 5)")
+    compare.add_argument("--backend", help="selective-scan backend of the Mamba models (default: auto)")
+    compare.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
+    compare.add_argument("--no-progress", action="store_true", help="no progress bar")
+    compare.set_defaults(run=cmd_compare, parser=compare)
     return parser
 
 
