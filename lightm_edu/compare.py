@@ -171,7 +171,7 @@ def compare(spatial_dims: int, models=None, device="auto", measure: bool = True,
         one = torch.randn(1, in_channels, *size, device=device)  # (1, c, *S)
 
         counted = _or_oom(device, lambda: count_flops(model, one))
-        if counted == OOM:
+        if isinstance(counted, str):  # OOM
             row.update(gmacs=OOM, gflops=OOM, gmacs_batch=OOM, gflops_batch=OOM)
         else:
             row.update(gmacs=counted.macs / 1e9, gflops=counted.flops / 1e9, gmacs_batch=batch * counted.macs / 1e9,
@@ -181,8 +181,8 @@ def compare(spatial_dims: int, models=None, device="auto", measure: bool = True,
             config = dict(PEERS[name].configs[spatial_dims])
             row["analytic_gmacs"] = lightmunet_cost(spatial_dims, in_channels, out_channels, size, **config)[0].macs / 1e9
             thop = _or_oom(device, lambda: thop_count(model, one))
-            row["thop_gmacs"] = thop if thop == OOM else thop["macs"] / 1e9
-            row["thop_params"] = thop if thop == OOM else thop["params"]
+            row["thop_gmacs"] = thop if isinstance(thop, str) else thop["macs"] / 1e9
+            row["thop_params"] = thop if isinstance(thop, str) else thop["params"]
 
         if measure:
             forward = _or_oom(device, lambda: measure_speed(model, one, train=False, repeats=repeats, warmup=warmup))
@@ -201,7 +201,7 @@ def compare(spatial_dims: int, models=None, device="auto", measure: bool = True,
 
 
 def _speed_columns(prefix: str, result) -> dict:
-    if result == OOM:
+    if isinstance(result, str):  # OOM
         return {f"{prefix}_ms": OOM, f"{prefix}_peak_mib": OOM}
     return {f"{prefix}_ms": result["seconds"] * 1e3, f"{prefix}_peak_mib": result["peak_bytes"] / 2 ** 20}
 
