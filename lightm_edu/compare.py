@@ -295,6 +295,10 @@ def format_markdown(rows: list[dict]) -> str:
     notes.append("Models as built by `lightm_edu.baselines.build_peer` at the paper's settings "
                  "(configurations and sources: `describe_peer`): nnU-Net is MONAI's DynUNet with nnU-Net's "
                  "default plan; U-Mamba is re-implemented on this package's Mamba block.")
+    if not all(_is_measured(r) for r in rows):
+        notes.append(f"To add latency and memory: `lightm-edu compare --dims {dims} --device cuda "
+                     f"--out results/comparison_{dims}d --merge` on a GPU (or `--device cpu`); each device "
+                     "gets its own table.")
     if any(_is_measured(r) for r in rows):
         notes.append("Peak memory: on a GPU `torch.cuda.max_memory_allocated` during one step beyond what "
                      "was allocated before it; on a CPU the peak of live tensor memory from the profiler's "

@@ -113,6 +113,7 @@ def test_csv_and_markdown_are_written_and_parse(counted_rows, tmp_path):
 
     text = md_path.read_text()
     assert "2024-03-08" in text and "CPU" in text and "not measured" in text and "lightm_edu/flops.py" in text
+    assert "--out results/comparison_2d --merge" in text  # how to add the timings
     table = markdown_table(text)
     assert table[0][:4] == ["Model", "Params (M)", "GMACs", "GFLOPs"]
     assert [r[0] for r in table[1:]] == [describe_peer(m)["title"] for m in MODELS]
