@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import numbers
 import traceback
 from dataclasses import dataclass, field
 
@@ -119,6 +120,21 @@ def compare_tensors(got, expected, name: str = "result", rtol: float = 1e-4, ato
     return wrong(f"`{name}` has the right shape but different values.",
                  f"Largest difference {error.max().item():.3g} at index {worst}: "
                  f"you have {got[worst].item():.6g}, expected {expected[worst].item():.6g}.", hint)
+
+
+def as_int_tuple(value):
+    """A tuple of ints from a tuple/list/torch.Size/array of whole numbers (e.g. a shape a learner
+    returned), else None."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
+    if not isinstance(value, (tuple, list)):
+        return None
+    items = []
+    for v in value:
+        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v != int(v):
+            return None
+        items.append(int(v))
+    return tuple(items)
 
 
 def divmod_index(flat: int, shape: tuple) -> tuple:

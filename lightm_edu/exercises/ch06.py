@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numbers
 
-from ._checking import Feedback, call_learner, correct, not_attempted, wrong
+from ._checking import Feedback, as_int_tuple, call_learner, correct, not_attempted, wrong
 
 __all__ = ["check_encoder_shapes", "check_rvm_count", "check_our_names", "check_padded_size",
            "OFFICIAL_KEYS", "ENCODER_SHAPE_CASES", "RVM_COUNT_CASES", "PADDED_SIZE_CASES"]
@@ -43,17 +43,6 @@ def _in_case(feedback: Feedback, case: str) -> Feedback:
         feedback.details.insert(0, case)
     return feedback
 
-
-def _as_int_tuple(value):
-    """A tuple of ints from a tuple/list/torch.Size of whole numbers, else None."""
-    if not isinstance(value, (tuple, list)) and type(value).__name__ != "Size":
-        return None
-    items = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v != int(v):
-            return None
-        items.append(int(v))
-    return tuple(items)
 
 
 # ----------------------------------------------------------------------------------- exercise 1
@@ -94,10 +83,10 @@ def check_encoder_shapes(fn) -> Feedback:
         got, problem = call_learner(fn, input_shape, init_filters)
         if problem is not None:
             return _in_case(problem, case)
-        if not isinstance(got, (list, tuple)) or not got or _as_int_tuple(got) is not None:
+        if not isinstance(got, (list, tuple)) or not got or as_int_tuple(got) is not None:
             return wrong(f"Expected a list of {len(expected)} shapes (one tuple per encoder stage), got "
                          f"{got!r}.", case, "Return e.g. [(1, 32, 64, 64), (1, 64, 32, 32), ...].")
-        shapes = [_as_int_tuple(s) for s in got]
+        shapes = [as_int_tuple(s) for s in got]
         if any(s is None for s in shapes):
             return wrong("Every shape should be a tuple of whole numbers.", case,
                          f"You returned {got!r}. Use integer division // for the sizes.")
@@ -271,7 +260,7 @@ def check_padded_size(fn) -> Feedback:
             return _in_case(problem, case)
         if isinstance(got, numbers.Real) and not isinstance(got, bool) and len(size) == 1:
             got = (got,)
-        values = _as_int_tuple(got)
+        values = as_int_tuple(got)
         if values is None:
             return wrong(f"Expected a tuple of whole numbers, one per axis, got {got!r}.", case,
                          "Return e.g. (32, 32); use integer arithmetic (// and %).")

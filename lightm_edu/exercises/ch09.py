@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from ._checking import Feedback, call_learner, correct, wrong
+from ._checking import Feedback, as_int_tuple, call_learner, correct, wrong
 
 __all__ = ["check_window_count", "check_tensor_gib", "check_patch_start", "windows_run", "tensor_gib",
            "patch_start_by_cropping", "WINDOW_CASES", "TENSOR_CASES", "PATCH_CASES"]
@@ -45,19 +45,6 @@ def _in_case(feedback: Feedback, case: str) -> Feedback:
         feedback.details.insert(0, case)
     return feedback
 
-
-def _as_int_tuple(value):
-    """A tuple of ints from a tuple/list/array of whole numbers, else None."""
-    if hasattr(value, "tolist"):
-        value = value.tolist()
-    if not isinstance(value, (tuple, list)):
-        return None
-    items = []
-    for v in value:
-        if isinstance(v, bool) or not isinstance(v, numbers.Real) or v != int(v):
-            return None
-        items.append(int(v))
-    return tuple(items)
 
 
 # ----------------------------------------------------------------------------------- exercise 1
@@ -216,7 +203,7 @@ def check_patch_start(fn) -> Feedback:
         got, problem = call_learner(fn, centre, patch, size)
         if problem is not None:
             return _in_case(problem, case)
-        values = _as_int_tuple(got)
+        values = as_int_tuple(got)
         if values is None:
             return wrong(f"Expected a tuple of whole numbers, one per axis, got {got!r}.", case)
         if values == expected:
