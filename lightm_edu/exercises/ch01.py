@@ -19,7 +19,7 @@ import numbers
 import torch
 
 from ..ssm import discretize_zoh, ssm_kernel, ssm_recurrence
-from ._checking import Feedback, call_learner, compare_tensors, correct, not_attempted, wrong
+from ._checking import Feedback, call_learner, compare_tensors, correct, in_case, not_attempted, wrong
 
 __all__ = ["check_zoh_diagonal", "check_kernel_taps", "check_mode_decay", "check_lti_by_convolution",
            "MODE_DECAY_DELTA", "MODE_DECAY_N"]
@@ -39,13 +39,6 @@ def _as_tensor(value, like: torch.Tensor):
         return torch.as_tensor(value).detach().to(like.dtype)
     except Exception:
         return None
-
-
-def _in_case(feedback: Feedback, case: str) -> Feedback:
-    """Say which test case a failure comes from (not needed for "not attempted yet")."""
-    if not feedback.title.startswith("Not attempted"):
-        feedback.details.insert(0, case)
-    return feedback
 
 
 # ------------------------------------------------------------------------------------ exercise 1
@@ -82,7 +75,7 @@ def check_zoh_diagonal(fn) -> Feedback:
         result, feedback = call_learner(fn, A.clone(), B.clone(), delta)
         case = f"Test case {number}: {what}."
         if feedback is not None:
-            return _in_case(feedback, case)
+            return in_case(feedback, case)
         if not isinstance(result, (tuple, list)) or len(result) != 2:
             return wrong("Return a pair (A_bar, B_bar).", case,
                          f"Your function returned a {type(result).__name__}"
@@ -99,7 +92,7 @@ def check_zoh_diagonal(fn) -> Feedback:
         fb = compare_tensors(A_bar, A_bar_exp, "A_bar", rtol=1e-6, atol=1e-9,
                              hint="A_bar = exp(delta * A), element by element.")
         if fb is not None:
-            return _in_case(fb, case)
+            return in_case(fb, case)
         if B_bar.shape == B_bar_exp.shape and not _close(B_bar, B_bar_exp):
             zero = A == 0
             if not torch.isfinite(B_bar).all():
@@ -123,7 +116,7 @@ def check_zoh_diagonal(fn) -> Feedback:
         fb = compare_tensors(B_bar, B_bar_exp, "B_bar", rtol=1e-6, atol=1e-9,
                              hint="B_bar = (exp(delta*a) - 1) / a * B, and delta * B where a = 0.")
         if fb is not None:
-            return _in_case(fb, case)
+            return in_case(fb, case)
     return correct("Correct: your zero-order hold matches discretize_zoh.",
                    "Checked a plain diagonal, a diagonal with A = 0 (limit delta * B) and a batch of "
                    "diagonals with one delta per row.")
@@ -163,7 +156,7 @@ def check_kernel_taps(fn) -> Feedback:
         case = f"Test case {number}: {what}."
         result, feedback = call_learner(fn, A_bar.clone(), B_bar.clone(), C.clone(), length)
         if feedback is not None:
-            return _in_case(feedback, case)
+            return in_case(feedback, case)
         expected = ssm_kernel(A_bar, B_bar, C, length)
         K = _as_tensor(result, expected)
         if K is None:
@@ -192,7 +185,7 @@ def check_kernel_taps(fn) -> Feedback:
         fb = compare_tensors(K, expected, "K", rtol=1e-6, atol=1e-10,
                              hint="K_k = C A_bar^k B_bar: start with v = B_bar and apply A_bar once per tap.")
         if fb is not None:
-            return _in_case(fb, case)
+            return in_case(fb, case)
     return correct("Correct: your kernel matches ssm_kernel.",
                    "A loop of `length` matrix-vector products costs O(length n^2); for a diagonal A_bar "
                    "ssm_kernel computes all the powers at once.")
@@ -304,7 +297,7 @@ def check_lti_by_convolution(fn) -> Feedback:
         case = f"Test case {number}: a random diagonal system, {what}."
         result, feedback = call_learner(fn, A_bar.clone(), B_bar.clone(), C.clone(), D.clone(), u.clone())
         if feedback is not None:
-            return _in_case(feedback, case)
+            return in_case(feedback, case)
         expected = ssm_recurrence(A_bar, B_bar, C, u, D)
         y = _as_tensor(result, expected)
         if y is None:
@@ -321,6 +314,6 @@ def check_lti_by_convolution(fn) -> Feedback:
                              hint="K = ssm_kernel(A_bar, B_bar, C, length=u.shape[-1]); "
                                   "y = causal_convolution(u, K, D).")
         if fb is not None:
-            return _in_case(fb, case)
+            return in_case(fb, case)
     return correct("Correct: the convolution gives the same output as the recurrence.",
                    "Checked one long sequence and a batch of sequences of random diagonal systems.")

@@ -20,7 +20,7 @@ import numbers
 import torch
 
 from ..layers import RVMLayer, flatten_tokens, unflatten_tokens
-from ._checking import Feedback, call_learner, compare_tensors, correct, not_attempted, wrong
+from ._checking import Feedback, call_learner, compare_tensors, correct, in_case, not_attempted, wrong
 
 __all__ = ["check_flatten_3d", "check_influence_mask", "check_rvm_forward", "check_rvm_parameter_count"]
 
@@ -31,13 +31,6 @@ def _same(got, expected) -> bool:
     """True when ``got`` is a tensor with the shape and (almost) the values of ``expected``."""
     return (isinstance(got, torch.Tensor) and tuple(got.shape) == tuple(expected.shape)
             and torch.allclose(got.detach().to(expected.dtype), expected, rtol=1e-5, atol=1e-7))
-
-
-def _in_case(feedback: Feedback, case: str) -> Feedback:
-    """Say which test case a failure comes from (not needed for "not attempted yet")."""
-    if not feedback.title.startswith("Not attempted"):
-        feedback.details.insert(0, case)
-    return feedback
 
 
 # ------------------------------------------------------------------------------------ exercise 1
@@ -60,7 +53,7 @@ def _check_flatten(flatten, x) -> Feedback | None:
     original = x.clone()
     got, problem = call_learner(flatten, x)
     if problem is not None:
-        return _in_case(problem, case)
+        return in_case(problem, case)
     if not torch.equal(x, original):
         return wrong("Your flatten changed its input in place.", case,
                      "Build the tokens from x without assigning into it.")
@@ -99,7 +92,7 @@ def _check_unflatten(unflatten, tokens, spatial) -> Feedback | None:
     original = tokens.clone()
     got, problem = call_learner(unflatten, tokens, spatial)
     if problem is not None:
-        return _in_case(problem, case)
+        return in_case(problem, case)
     if not torch.equal(tokens, original):
         return wrong("Your unflatten changed its input in place.", case)
     expected = unflatten_tokens(original, spatial)
@@ -223,10 +216,10 @@ def check_influence_mask(fn) -> Feedback:
         case = f"Pixel (row, col) = ({row}, {col}) on a grid of height {height} and width {width}."
         got, problem = call_learner(fn, row, col, height, width)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         mask, problem = _as_mask(got, (height, width))
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         index = _token_index(height, width)  # (h, w)
         t = int(index[row, col])
         expected = index >= t
@@ -336,7 +329,7 @@ def check_rvm_forward(fn) -> Feedback:
             if "spatial" in problem.title or "argument" in problem.title:
                 problem.details.append("Every mixer is called as layer.mixer(tokens, spatial) with "
                                        "spatial = tuple(x.shape[2:]).")
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if not isinstance(got, torch.Tensor):
             return wrong(f"Your function should return a tensor, got {type(got).__name__}.", case)
         length, c_out = math.prod(spatial), layer.out_channels
@@ -357,7 +350,7 @@ def check_rvm_forward(fn) -> Feedback:
                                   hint="tokens = flatten; y = mixer(norm(tokens), spatial) + s * tokens; "
                                        "out = projection(norm(y)); unflatten.")
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
     return correct("Correct: your forward pass reproduces layer(x), in 2D with the Mamba mixer and in "
                    "3D with the depthwise-convolution mixer.",
                    "Note that layer.norm is applied twice: one LayerNorm, two uses.")
@@ -383,7 +376,7 @@ def check_rvm_parameter_count(fn) -> Feedback:
         case = f"c_in = {c_in}, c_out = {c_out}."
         got, problem = call_learner(fn, c_in, c_out)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if isinstance(got, torch.Tensor) and got.numel() == 1:
             got = got.item()
         if isinstance(got, bool) or not isinstance(got, numbers.Real):

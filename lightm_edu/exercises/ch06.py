@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import numbers
 
-from ._checking import Feedback, as_int_tuple, call_learner, correct, not_attempted, wrong
+from ._checking import Feedback, as_int_tuple, call_learner, correct, in_case, not_attempted, wrong
 
 __all__ = ["check_encoder_shapes", "check_rvm_count", "check_our_names", "check_padded_size",
            "OFFICIAL_KEYS", "ENCODER_SHAPE_CASES", "RVM_COUNT_CASES", "PADDED_SIZE_CASES"]
@@ -35,13 +35,6 @@ OFFICIAL_KEYS = ("down_layers.3.4.conv1.skip_scale", "down_layers.1.0.0.mamba.A_
 
 #: (spatial size, multiple) for exercise 4.
 PADDED_SIZE_CASES = (((30, 32), 8), ((256, 256), 8), ((1, 7, 9), 8), ((100, 37), 16), ((17,), 4))
-
-
-def _in_case(feedback: Feedback, case: str) -> Feedback:
-    """Say which case a failure comes from (not needed for "not attempted yet")."""
-    if not feedback.title.startswith("Not attempted"):
-        feedback.details.insert(0, case)
-    return feedback
 
 
 
@@ -82,7 +75,7 @@ def check_encoder_shapes(fn) -> Feedback:
         expected = encoder_shapes_by_running(input_shape, init_filters)
         got, problem = call_learner(fn, input_shape, init_filters)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if not isinstance(got, (list, tuple)) or not got or as_int_tuple(got) is not None:
             return wrong(f"Expected a list of {len(expected)} shapes (one tuple per encoder stage), got "
                          f"{got!r}.", case, "Return e.g. [(1, 32, 64, 64), (1, 64, 32, 32), ...].")
@@ -151,7 +144,7 @@ def check_rvm_count(fn) -> Feedback:
         expected = rvm_count_by_building(blocks_down, blocks_up)
         got, problem = call_learner(fn, blocks_down, blocks_up)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if isinstance(got, bool) or not isinstance(got, numbers.Real):
             return wrong(f"Expected a whole number, got {type(got).__name__}: {got!r}.", case)
         if got == expected:
@@ -257,7 +250,7 @@ def check_padded_size(fn) -> Feedback:
         expected = tuple(padded.shape[2:])
         got, problem = call_learner(fn, size, multiple)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if isinstance(got, numbers.Real) and not isinstance(got, bool) and len(size) == 1:
             got = (got,)
         values = as_int_tuple(got)

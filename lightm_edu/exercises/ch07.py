@@ -18,18 +18,11 @@ import numbers
 
 import numpy as np
 
-from ._checking import Feedback, call_learner, correct, wrong
+from ._checking import Feedback, call_learner, correct, in_case, wrong
 
 __all__ = ["check_window", "check_volume_ml", "check_voxel_to_world", "check_dice_iou",
            "window_reference", "volume_ml_reference", "voxel_to_world_reference", "dice_iou_reference",
            "WINDOW_CASES", "AFFINE_CASES"]
-
-
-def _in_case(feedback: Feedback, case: str) -> Feedback:
-    """Say which case a failure comes from (not needed for "not attempted yet")."""
-    if not feedback.title.startswith("Not attempted"):
-        feedback.details.insert(0, case)
-    return feedback
 
 
 def _as_float_array(value):
@@ -109,7 +102,7 @@ def check_window(fn) -> Feedback:
         given = hu.copy()
         got, problem = call_learner(fn, given, level, width)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if not np.array_equal(given, hu):
             return wrong("Your function changed the input array in place.", case,
                          "Work on a copy (np.clip and arithmetic return new arrays).")
@@ -193,7 +186,7 @@ def check_volume_ml(fn) -> Feedback:
         case = f"Case label of shape {shape}, spacing {spacing} mm, value {value}."
         got, problem = call_learner(fn, label.copy(), spacing, value)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         number = _as_real(got)
         if number is None:
             return wrong(f"Expected one number (millilitres), got {type(got).__name__}: {got!r}.", case)
@@ -279,7 +272,7 @@ def check_voxel_to_world(fn) -> Feedback:
         given = affine.copy()
         got, problem = call_learner(fn, given, index)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if not np.array_equal(given, affine):
             return wrong("Your function changed the affine in place.", case, "Work on a copy.")
         values = _as_float_array(got)
@@ -387,7 +380,7 @@ def check_dice_iou(fn) -> Feedback:
         if problem is not None:
             if "ZeroDivisionError" in problem.title:
                 problem.details.append("A class in neither map has 0 / 0: return nan for it (float('nan')).")
-            return _in_case(problem, case)
+            return in_case(problem, case)
         expected = dice_iou_reference(truth, prediction, n_classes)
         if not isinstance(got, dict):
             return wrong(f"Expected a dict {{class index: (dice, iou)}}, got {type(got).__name__}.", case,

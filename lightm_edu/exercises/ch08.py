@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from ._checking import Feedback, call_learner, correct, wrong
+from ._checking import Feedback, call_learner, correct, in_case, wrong
 
 __all__ = ["check_poly_lr", "check_dice_ce", "check_epochs_run", "check_worst_cases", "training_loss",
            "scheduled_lrs", "epochs_run", "metrics_table", "POLY_LR_CASES", "EPOCHS_RUN_CASES"]
@@ -31,13 +31,6 @@ EPOCHS_RUN_CASES = (([44.9] * 16, 7.5, 16),      # the budget ends in the middle
                     ([50.0] * 16, 7.5, 16),      # the clock reads exactly 450 s before the 10th epoch
                     ([30.0] * 12, 60.0, 12),     # the budget is never reached: all epochs run
                     ([100.0, 40.0, 40.0, 40.0, 40.0, 40.0], 2.0, 6))  # a slow first epoch
-
-
-def _in_case(feedback: Feedback, case: str) -> Feedback:
-    """Say which case a failure comes from (not needed for "not attempted yet")."""
-    if not feedback.title.startswith("Not attempted"):
-        feedback.details.insert(0, case)
-    return feedback
 
 
 def _number(value):
@@ -88,7 +81,7 @@ def check_poly_lr(fn) -> Feedback:
         for epoch in range(epochs):
             value, problem = call_learner(fn, epoch, epochs, lr0, power)
             if problem is not None:
-                return _in_case(problem, f"{case} epoch={epoch}.")
+                return in_case(problem, f"{case} epoch={epoch}.")
             number = _number(value)
             if number is None:
                 return wrong(f"Expected a number, got {type(value).__name__}: {value!r}.", f"{case} epoch={epoch}.")
@@ -198,7 +191,7 @@ def check_dice_ce(fn) -> Feedback:
         expected = training_loss(logits, label).item()
         got, problem = call_learner(fn, logits.clone(), label.clone())
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if isinstance(got, torch.Tensor) and got.numel() != 1:
             return wrong(f"Your loss has shape {tuple(got.shape)}; a loss is one number.", case,
                          "Average over images, classes and pixels (mean), as the formula says.")
@@ -242,7 +235,7 @@ def check_epochs_run(fn) -> Feedback:
         expected = epochs_run(seconds, minutes, epochs)
         got, problem = call_learner(fn, list(seconds), minutes, epochs)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if isinstance(got, bool) or not isinstance(got, numbers.Real) or got != int(got):
             return wrong(f"Expected a whole number of epochs, got {got!r}.", case)
         got = int(got)
@@ -302,7 +295,7 @@ def check_worst_cases(fn) -> Feedback:
         expected = list(table.sort_values("dice_lung")["case_id"][:k])
         got, problem = call_learner(fn, table.copy(), k)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if hasattr(got, "tolist"):
             got = got.tolist()
         if isinstance(got, tuple):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from ._checking import Feedback, as_int_tuple, call_learner, correct, wrong
+from ._checking import Feedback, as_int_tuple, call_learner, correct, in_case, wrong
 
 __all__ = ["check_window_count", "check_tensor_gib", "check_patch_start", "windows_run", "tensor_gib",
            "patch_start_by_cropping", "WINDOW_CASES", "TENSOR_CASES", "PATCH_CASES"]
@@ -37,13 +37,6 @@ PATCH_CASES = (((20, 28, 20), (32, 48, 32), (40, 56, 40)),   # well inside: no c
                ((3, 50, 39), (32, 48, 32), (40, 56, 40)),    # near the start of axis 0, the end of the others
                ((100, 250), (128, 128), (256, 256)),
                ((0, 0), (64, 64), (64, 96)))                 # the patch fills axis 0
-
-
-def _in_case(feedback: Feedback, case: str) -> Feedback:
-    """Say which case a failure comes from (not needed for "not attempted yet")."""
-    if not feedback.title.startswith("Not attempted"):
-        feedback.details.insert(0, case)
-    return feedback
 
 
 
@@ -87,7 +80,7 @@ def check_window_count(fn) -> Feedback:
         expected = windows_run(image_size, roi_size, overlap)
         got, problem = call_learner(fn, image_size, roi_size, overlap)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if isinstance(got, bool) or not isinstance(got, numbers.Real) or got != int(got):
             return wrong(f"Expected a whole number of windows, got {got!r}.", case)
         got = int(got)
@@ -144,7 +137,7 @@ def check_tensor_gib(fn) -> Feedback:
         expected = tensor_gib(shape, name)
         got, problem = call_learner(fn, shape, dtype)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         if hasattr(got, "item") and getattr(got, "numel", lambda: 1)() == 1:
             got = got.item()
         if isinstance(got, bool) or not isinstance(got, numbers.Real):
@@ -202,7 +195,7 @@ def check_patch_start(fn) -> Feedback:
         expected = patch_start_by_cropping(centre, patch, size)
         got, problem = call_learner(fn, centre, patch, size)
         if problem is not None:
-            return _in_case(problem, case)
+            return in_case(problem, case)
         values = as_int_tuple(got)
         if values is None:
             return wrong(f"Expected a tuple of whole numbers, one per axis, got {got!r}.", case)
