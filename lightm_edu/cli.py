@@ -2,7 +2,7 @@
 
     lightm-edu info
     lightm-edu download --list | NAME --root DIR [--size N]
-    lightm-edu train --task cxr_lung --out runs/cxr [--fast] [--epochs N] [--resume] ...
+    lightm-edu train --task cxr_lung --out runs/cxr [--model NAME] [--fast] [--epochs N] [--resume] ...
     lightm-edu evaluate --checkpoint runs/cxr/last.pt [--data DIR] [--out metrics.csv]
     lightm-edu predict --checkpoint checkpoints/lightmunet_hippocampus_3d.pt --input DIR --out DIR
     lightm-edu compare --dims 2 [--device cpu|cuda] [--no-measure] [--out results/comparison_2d] [--merge]
@@ -93,7 +93,7 @@ def add_download_arguments(parser: argparse.ArgumentParser) -> None:
 def cmd_train(args) -> int:
     from lightm_edu.train import TrainConfig, load_config, train
 
-    given = dict(task=args.task, data_dir=args.data, out_dir=args.out, split_file=args.split,
+    given = dict(task=args.task, model=args.model, data_dir=args.data, out_dir=args.out, split_file=args.split,
                  n_val=args.n_val, n_test=args.n_test, epochs=args.epochs, iterations_per_epoch=args.iterations,
                  batch_size=args.batch_size, patch_size=tuple(args.patch_size) if args.patch_size else None,
                  init_filters=args.init_filters, lr=args.lr, bf16=args.bf16 or None, scan_backend=args.backend,
@@ -165,6 +165,8 @@ def cmd_compare(args) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from lightm_edu.baselines import PEERS
+
     parser = argparse.ArgumentParser(prog="lightm-edu", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -180,8 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
                     "1 failed (the message says why and what to do), 2 wrong arguments.")
     add_download_arguments(download)
 
-    train = sub.add_parser("train", help="train LightM-UNet (the official recipe by default)")
+    train = sub.add_parser("train", help="train LightM-UNet or a peer (the official recipe by default)")
     train.add_argument("--task", help="cxr_lung (2D) or hippocampus (3D); default cxr_lung")
+    train.add_argument("--model", choices=list(PEERS), help="the network: lightmunet (default) or a peer of "
+                       "lightm_edu.baselines.PEERS, trained with the same recipe")
     train.add_argument("--data", help="data set folder (default: $LIGHTM_EDU_DATA/<task folder>)")
     train.add_argument("--out", help="output folder (checkpoint, log, split)")
     train.add_argument("--split", help="split JSON file (default: <out>/split.json, made on first use)")

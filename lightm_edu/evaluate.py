@@ -1,6 +1,6 @@
 """Sliding-window prediction and per-case, per-class metrics (Dice, IoU, 95% Hausdorff distance).
 
-The training chapters (8 and 9, in preparation) use it. Everything a checkpoint needs to predict
+The training chapters (8 and 9) use it. Everything a checkpoint needs to predict
 is inside it: the model configuration, the task (classes and preprocessing) and the patch size.
 """
 
@@ -12,8 +12,7 @@ from pathlib import Path
 import torch
 
 from ._atomic import atomic_output
-from .model import LightMUNet
-from .train import _plain, load_checkpoint, pick_device
+from .train import _plain, load_checkpoint, model_from_config, pick_device
 
 __all__ = ["model_from_checkpoint", "predict_logits", "case_metrics", "evaluate", "predict_folder"]
 
@@ -24,7 +23,7 @@ def model_from_checkpoint(path, device="cpu", scan_backend: str | None = None):
     for key in ("model", "model_config", "task"):
         if key not in state:
             raise ValueError(f"{path} has no {key!r} entry: it was not written by lightm_edu.train.")
-    model = LightMUNet(**state["model_config"], scan_backend=scan_backend)
+    model = model_from_config(state.get("model_name", "lightmunet"), state["model_config"], scan_backend)
     model.load_state_dict({k: v.float() for k, v in state["model"].items()})
     return model.to(device).eval(), state
 

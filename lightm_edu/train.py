@@ -1,7 +1,6 @@
-"""Training LightM-UNet with the official recipe, and checkpoints that can be trusted.
+"""Training LightM-UNet (or a peer) with the official recipe, and checkpoints that can be trusted.
 
-The training chapter of the book (chapter 8, in preparation) walks through it. The recipe of the
-official trainer:
+The training chapter of the book (chapter 8) walks through it. The recipe of the official trainer:
 
     loss        Dice (without background, smooth 1e-5) + cross-entropy, weights 1 : 1
     optimiser   Adam, lr 1e-4, weight decay 1e-5, eps 1e-5
@@ -17,6 +16,11 @@ are averaged across processes, so one step equals one process's step on the whol
 Checkpoints are written atomically (temporary file, then rename) and hold everything needed to
 resume exactly (model, optimiser, scheduler, epoch, random states) and to predict (the model and
 preprocessing configuration). They load with ``torch.load(..., weights_only=True)``.
+
+``model`` chooses the network: ``"lightmunet"`` (default) or any peer of
+:data:`lightm_edu.baselines.PEERS` (``"dynunet"``, ``"segresnet"``, ``"umamba_bot"``, ...), built for
+the task's channels and classes. Everything else (loss, optimiser, schedule, augmentation, split,
+budget) stays the same, which is what makes the held-out Dice of two runs comparable.
 """
 
 from __future__ import annotations
@@ -36,7 +40,8 @@ import torch
 from ._atomic import atomic_output
 from .model import LightMUNet
 
-__all__ = ["TrainConfig", "train", "validate", "make_loss", "training_step", "distributed_setup", "RankBatchSampler", "save_checkpoint", "load_checkpoint", "build_model", "poly_lr_factor",
+__all__ = ["TrainConfig", "train", "validate", "make_loss", "training_step", "distributed_setup", "RankBatchSampler",
+           "save_checkpoint", "load_checkpoint", "build_model", "model_from_config", "poly_lr_factor",
            "export_checkpoint", "load_config"]
 
 
@@ -49,6 +54,8 @@ class TrainConfig:
     """
 
     task: str = "cxr_lung"
+    model: str = "lightmunet"  # a key of lightm_edu.baselines.PEERS
+    model_options: dict = field(default_factory=dict)  # constructor arguments replacing the model's defaults
     data_dir: str | None = None  # default: $LIGHTM_EDU_DATA/<task folder>
     out_dir: str = "runs/lightmunet"
     split_file: str | None = None  # default: <out_dir>/split.json, made on first use
@@ -58,7 +65,7 @@ class TrainConfig:
     iterations_per_epoch: int = 250
     batch_size: int = 12
     patch_size: tuple | None = None  # default: the task's
-    init_filters: int = 32
+    init_filters: int = 32  # LightM-UNet's (and SegResNet's) first width; other peers: model_options
     lr: float = 1e-4
     weight_decay: float = 1e-5
     eps: float = 1e-5
@@ -84,9 +91,64 @@ def poly_lr_factor(epoch: int, epochs: int, power: float = 0.9) -> float:
     return (1 - epoch / epochs) ** power
 
 
-def build_model(task, init_filters: int = 32, scan_backend: str | None = None) -> LightMUNet:
-    return LightMUNet(task.spatial_dims, task.in_channels, len(task.class_names), init_filters=init_filters,
-                      scan_backend=scan_backend)
+MAMBA_MODELS = ("lightmunet", "umamba_bot", "umamba_enc")
+"""The models with Mamba blocks: they take a ``scan_backend``."""
+
+
+def build_model(task, init_filters: int = 32, scan_backend: str | None = None, model: str = "lightmunet",
+                model_options: dict | None = None, patch_size=None) -> torch.nn.Module:
+    """The network a run trains, for ``task``'s input channels and classes.
+
+    Args:
+        task: a :class:`lightm_edu.data.SegmentationTask`.
+        init_filters: LightM-UNet's (and SegResNet's) first width.
+        scan_backend: selective-scan backend of the Mamba models (None: the global choice).
+        model: "lightmunet" or another key of :data:`lightm_edu.baselines.PEERS`.
+        model_options: constructor arguments replacing the model's defaults (the paper's settings).
+        patch_size: the training patch: the input size of the models whose architecture depends on
+            it (UNETR, U-Mamba Enc), and checked against every model's total stride.
+    Returns:
+        (b, task.in_channels, *patch) -> (b, task.n_classes, *patch) logits
+    """
+    config = model_config(task, init_filters, model, model_options, patch_size)
+    return model_from_config(model, config, scan_backend)
+
+
+def model_config(task, init_filters: int = 32, model: str = "lightmunet", model_options: dict | None = None,
+                 patch_size=None) -> dict:
+    """What :func:`model_from_config` needs to rebuild the network (stored in every checkpoint)."""
+    from .baselines import PEERS, peer_config
+
+    options = dict(model_options or {})
+    if "scan_backend" in options:
+        raise ValueError("Set the scan backend with scan_backend (--backend), not in model_options.")
+    if model == "lightmunet":
+        return dict(spatial_dims=task.spatial_dims, in_channels=task.in_channels, out_channels=task.n_classes,
+                    init_filters=init_filters, **options)
+    if model not in PEERS:
+        raise ValueError(f"Unknown model {model!r}; choose lightmunet or a peer: {', '.join(PEERS)}.")
+    if init_filters != 32:
+        if model != "segresnet":
+            raise ValueError(f"init_filters is LightM-UNet's and SegResNet's first width; {model} has none. "
+                             "Give its widths in model_options (see lightm_edu.baselines.peer_config).")
+        options.setdefault("init_filters", init_filters)
+    peer_config(model, task.spatial_dims, **options)  # unknown settings fail here, before any data is read
+    size = [int(s) for s in patch_size] if patch_size is not None else None
+    return dict(spatial_dims=task.spatial_dims, in_channels=task.in_channels, out_channels=task.n_classes,
+                image_size=size, options=options)
+
+
+def model_from_config(model: str, config: dict, scan_backend: str | None = None) -> torch.nn.Module:
+    """Build ``model`` ("lightmunet" or a peer's name) from the configuration a checkpoint stores."""
+    if model == "lightmunet":
+        return LightMUNet(**config, scan_backend=scan_backend)
+    from .baselines import build_peer
+
+    options = dict(config["options"])
+    if model in MAMBA_MODELS:
+        options["scan_backend"] = scan_backend
+    return build_peer(model, config["spatial_dims"], config["in_channels"], config["out_channels"],
+                      image_size=config["image_size"], **options)
 
 
 def seed_everything(seed: int) -> None:
@@ -268,7 +330,7 @@ def _barrier(world_size: int) -> None:
 
 
 def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None) -> dict:
-    """Train LightM-UNet on ``config.task``; returns a summary (paths, last losses).
+    """Train ``config.model`` (LightM-UNet by default) on ``config.task``; returns a summary (paths, last losses).
 
     Writes ``<out_dir>/last.pt`` after every epoch (atomically), ``<out_dir>/log.csv`` (one row
     per epoch: train loss, learning rate, seconds and the validation Dice of :func:`validate`),
@@ -295,6 +357,8 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
 def _train(config, resume, progress, stop_after, rank, world_size, device, DataLoader, tqdm, data) -> dict:
     main_process = rank == 0  # the one that writes the split, the log and the checkpoints
     task = data.TASKS[config.task]
+    patch = tuple(config.patch_size) if config.patch_size else tuple(task.patch_size)
+    model_config(task, config.init_filters, config.model, config.model_options, patch)  # bad settings fail first
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_dir = Path(config.data_dir) if config.data_dir else data.data_root() / task.folder
@@ -312,10 +376,10 @@ def _train(config, resume, progress, stop_after, rank, world_size, device, DataL
         train_cases, val_cases = train_cases[:8], val_cases[:2]
     if config.max_val_cases is not None:
         val_cases = val_cases[:config.max_val_cases]
-    patch = tuple(config.patch_size) if config.patch_size else tuple(task.patch_size)
 
     seed_everything(config.seed)
-    model = build_model(task, config.init_filters, config.scan_backend).to(device)
+    model = build_model(task, config.init_filters, config.scan_backend, config.model, config.model_options,
+                        patch).to(device)
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -391,7 +455,8 @@ def _train(config, resume, progress, stop_after, rank, world_size, device, DataL
             _append_csv(log_path, row)
             content = dict(model=_unwrap(model).state_dict(), optimiser=optimiser.state_dict(),
                            scheduler=scheduler.state_dict(), epoch=epoch + 1, rng=_pack_rng(),
-                           config=config.to_dict(), model_config=_model_config(_unwrap(model)), task=config.task,
+                           config=config.to_dict(), model_name=config.model,
+                           model_config=_model_config(_unwrap(model), config, task, patch), task=config.task,
                            patch_size=list(patch), split={k: list(split[k]) for k in ("train", "val", "test")},
                            world_size=world_size)
             if row.get("val_dice", "") != "" and row["val_dice"] > best_val_dice:
@@ -420,10 +485,12 @@ def validate(model, cases: list[dict], task, patch_size, device) -> dict:
     return {"val_dice": _nanmean(list(per_class.values())), **per_class}
 
 
-def _model_config(model: LightMUNet) -> dict:
-    config = dict(model.config)
-    config["blocks_down"], config["blocks_up"] = list(config["blocks_down"]), list(config["blocks_up"])
-    return config
+def _model_config(model, config: TrainConfig, task, patch) -> dict:
+    if isinstance(model, LightMUNet):  # everything it was built with, defaults included
+        described = dict(model.config)
+        described["blocks_down"], described["blocks_up"] = list(described["blocks_down"]), list(described["blocks_up"])
+        return described
+    return model_config(task, config.init_filters, config.model, config.model_options, patch)
 
 
 def _append_csv(path: Path, row: dict) -> None:
@@ -458,7 +525,8 @@ def export_checkpoint(source, target, half: bool = True) -> Path:
 
     state = load_checkpoint(source)
     weights = {k: (v.half() if half and v.is_floating_point() else v) for k, v in state["model"].items()}
-    keep = {k: state[k] for k in ("model_config", "task", "patch_size", "epoch", "best_val_dice") if k in state}
+    keep = {k: state[k] for k in ("model_name", "model_config", "task", "patch_size", "epoch", "best_val_dice")
+            if k in state}
     config = dict(state["config"])
     config["data_dir"] = None
     config["out_dir"] = str(Path("runs") / Path(config["out_dir"]).name)
