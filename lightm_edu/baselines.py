@@ -64,9 +64,12 @@ from torch import nn
 from .layers import check_spatial_dims, conv_nd, flatten_tokens, unflatten_tokens
 from .mamba import Mamba
 
-__all__ = ["PEERS", "PAPER_SETTINGS", "PAPER_PARAMETERS", "REFERENCE_PARAMETERS_M", "PeerSpec",
+__all__ = ["PEERS", "MAMBA_MODELS", "PAPER_SETTINGS", "PAPER_PARAMETERS", "REFERENCE_PARAMETERS_M", "PeerSpec",
            "build_peer", "describe_peer", "peer_config", "size_multiple", "count_parameters",
            "UMamba", "UMambaLayer", "ResidualConvBlock", "nnunet_default_plan"]
+
+MAMBA_MODELS = ("lightmunet", "umamba_bot", "umamba_enc")
+"""The models with Mamba blocks: they take a ``scan_backend``."""
 
 PAPER_SETTINGS = {
     2: dict(in_channels=3, out_channels=2, image_size=(512, 512)),
@@ -611,7 +614,7 @@ def peer_config(name: str, spatial_dims: int, **overrides) -> dict:
     spec = _spec(name)
     check_spatial_dims(spatial_dims)
     config = dict(spec.configs[spatial_dims])
-    allowed = set(config) | ({"scan_backend"} if name in ("lightmunet", "umamba_bot", "umamba_enc") else set())
+    allowed = set(config) | ({"scan_backend"} if name in MAMBA_MODELS else set())
     if name == "umamba_enc":
         allowed |= {"mamba_stages", "concat_finest_skip"}
     if name == "umamba_bot":

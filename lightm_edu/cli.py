@@ -1,4 +1,4 @@
-"""The ``lightm-edu`` command: ``info``, ``download``, ``train``, ``evaluate``, ``predict``, ``compare``.
+"""The ``lightm-edu`` command: ``info``, ``download``, ``train``, ``evaluate``, ``predict``, ``compare``, ``accuracy``.
 
     lightm-edu info
     lightm-edu download --list | NAME --root DIR [--size N]
@@ -6,6 +6,7 @@
     lightm-edu evaluate --checkpoint runs/cxr/last.pt [--data DIR] [--out metrics.csv]
     lightm-edu predict --checkpoint checkpoints/lightmunet_hippocampus_3d.pt --input DIR --out DIR
     lightm-edu compare --dims 2 [--device cpu|cuda] [--no-measure] [--out results/comparison_2d] [--merge]
+    lightm-edu accuracy configs/cxr_lung_2d*.json --out results/accuracy_cxr_lung_2d --plot FILE.png
 
 Each subcommand has ``--help``.
 """
@@ -164,7 +165,35 @@ def cmd_compare(args) -> int:
     return 0
 
 
+def cmd_accuracy(args) -> int:
+    """Held-out Dice of trained runs beside their cost: print the Markdown table, write CSV + Markdown (+ plot)."""
+    from lightm_edu.accuracy import accuracy_rows, format_accuracy_markdown, plot_accuracy_vs_cost, write_accuracy_tables
+
+    try:
+        rows = accuracy_rows(args.configs, results_dir=args.results, trained_on=args.trained_on or "",
+                             progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(format_accuracy_markdown(rows))
+    if args.out:
+        for path in write_accuracy_tables(rows, args.out):
+            print(f"written: {path}")
+    if args.plot:
+        import matplotlib
+
+        matplotlib.use("Agg")  # a file, no window
+        from lightm_edu._atomic import atomic_output
+
+        figure = plot_accuracy_vs_cost(rows, x=args.x).figure
+        with atomic_output(args.plot, suffix=Path(args.plot).suffix) as temporary:
+            figure.savefig(temporary, dpi=120, bbox_inches="tight")
+        print(f"written: {args.plot}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from lightm_edu.accuracy import AXES
     from lightm_edu.baselines import PEERS
 
     parser = argparse.ArgumentParser(prog="lightm-edu", description=__doc__,
@@ -256,6 +285,22 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--threads", type=int, help="CPU threads (torch.set_num_threads)")
     compare.add_argument("--no-progress", action="store_true", help="no progress bar")
     compare.set_defaults(run=cmd_compare, parser=compare)
+
+    accuracy = sub.add_parser(
+        "accuracy", help="held-out Dice of trained runs beside their parameters and FLOPs",
+        description="One row per training run: the held-out metrics and training log the run left in "
+                    "RESULTS/<config stem>_test_metrics.csv and _log.csv, and the parameters, MACs and FLOPs "
+                    "of the network its configuration builds (counted on the CPU).")
+    accuracy.add_argument("configs", nargs="+", metavar="CONFIG", help="training configuration files, e.g. "
+                          "configs/cxr_lung_2d.json configs/cxr_lung_2d_dynunet.json")
+    accuracy.add_argument("--results", default="results", help="folder of the runs' result files (default: results)")
+    accuracy.add_argument("--trained-on", metavar="DEVICE", help="the device the runs were trained on (for the "
+                          "seconds per epoch), e.g. 'NVIDIA H100 80GB HBM3'")
+    accuracy.add_argument("--out", metavar="STEM", help="write STEM.csv and STEM.md, e.g. results/accuracy_cxr_lung_2d")
+    accuracy.add_argument("--plot", metavar="FILE", help="draw Dice against cost (bubble area = parameters) to FILE")
+    accuracy.add_argument("--x", default="gflops", choices=list(AXES), help="the cost on the plot's x axis")
+    accuracy.add_argument("--no-progress", action="store_true", help="no progress bar")
+    accuracy.set_defaults(run=cmd_accuracy)
     return parser
 
 

@@ -40,13 +40,11 @@ from pathlib import Path
 import torch
 
 from ._atomic import atomic_output
-from .baselines import PAPER_SETTINGS, PEERS, build_peer, count_parameters
+from .baselines import MAMBA_MODELS, PAPER_SETTINGS, PEERS, build_peer, count_parameters
 from .flops import count_flops, lightmunet_cost, measure_speed, thop_count
 
-__all__ = ["compare", "write_tables", "format_markdown", "read_table", "merge_rows", "default_batch", "device_name", "COLUMNS", "MAMBA_MODELS"]
-
-MAMBA_MODELS = ("lightmunet", "umamba_bot", "umamba_enc")
-"""The peers that run a selective scan (the table names the scan backend for them)."""
+__all__ = ["compare", "write_tables", "format_markdown", "read_table", "merge_rows", "default_batch", "device_name",
+           "scan_label", "COLUMNS", "FUSED", "MAMBA_MODELS"]
 
 COLUMNS = ("model", "name", "input", "params", "gmacs", "gflops", "batch", "gmacs_batch", "gflops_batch",
            "analytic_gmacs", "thop_gmacs", "thop_params", "forward_ms", "forward_peak_mib", "train_ms",
@@ -55,6 +53,19 @@ COLUMNS = ("model", "name", "input", "params", "gmacs", "gflops", "batch", "gmac
 value that was not measured or does not apply is "" and one that ran out of memory is "OOM"."""
 
 OOM = "OOM"
+
+
+FUSED = "mamba_ssm + causal_conv1d (fused)"
+"""The scan-backend label of a Mamba model that runs mamba_ssm's fused kernel (``mamba_inner_fn``)."""
+
+
+def scan_label(backend: str) -> str:
+    """The table's name for how a Mamba block runs: the scan backend, or :data:`FUSED` when the
+    mamba_ssm backend has causal_conv1d and so takes the fused path (convolution, projections, scan
+    and gate in one kernel; less memory for the training step)."""
+    from .mamba import _fused_path_available
+
+    return FUSED if backend == "mamba_ssm" and _fused_path_available() else backend
 
 
 def default_batch(spatial_dims: int, device_type: str) -> int:
@@ -167,7 +178,7 @@ def compare(spatial_dims: int, models=None, device="auto", measure: bool = True,
                    params=count_parameters(model), batch=batch, device=where, torch=torch.__version__,
                    date=datetime.date.today().isoformat())
         if name in MAMBA_MODELS:
-            row["scan_backend"] = resolve_backend(scan_backend or get_scan_backend(), device.type)
+            row["scan_backend"] = scan_label(resolve_backend(scan_backend or get_scan_backend(), device.type))
         one = torch.randn(1, in_channels, *size, device=device)  # (1, c, *S)
 
         counted = _or_oom(device, lambda: count_flops(model, one))
@@ -348,10 +359,24 @@ def read_table(csv_path) -> list[dict]:
 
 
 def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
-    """The rows of a new run added to those of earlier runs: earlier rows from the same device, and
-    earlier counts-only rows, are replaced; measured rows from other devices are kept (first)."""
-    devices = {r["device"] for r in new}
-    return [r for r in old if r["device"] not in devices and _is_measured(r)] + list(new)
+    """The rows of a new run added to those of earlier runs.
+
+    An earlier measured row is replaced by a new row of the same device, model and scan backend;
+    counts-only rows are always replaced; every other measured row is kept (so a run of some models,
+    or of one more scan path, adds rows to a device's table). Rows are ordered by device (first
+    appearance), then as in :data:`lightm_edu.baselines.PEERS`.
+    """
+    replaced = {_row_key(r) for r in new}
+    rows = [r for r in old if _is_measured(r) and _row_key(r) not in replaced] + list(new)
+    devices: dict = {}
+    for row in rows:
+        devices.setdefault(row["device"], len(devices))
+    order = {name: i for i, name in enumerate(PEERS)}
+    return sorted(rows, key=lambda r: (devices[r["device"]], order.get(r["name"], len(order))))
+
+
+def _row_key(row: dict) -> tuple:
+    return row["device"], row["name"], row["scan_backend"]
 
 
 def _csv_value(value):

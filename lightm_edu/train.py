@@ -91,10 +91,6 @@ def poly_lr_factor(epoch: int, epochs: int, power: float = 0.9) -> float:
     return (1 - epoch / epochs) ** power
 
 
-MAMBA_MODELS = ("lightmunet", "umamba_bot", "umamba_enc")
-"""The models with Mamba blocks: they take a ``scan_backend``."""
-
-
 def build_model(task, init_filters: int = 32, scan_backend: str | None = None, model: str = "lightmunet",
                 model_options: dict | None = None, patch_size=None) -> torch.nn.Module:
     """The network a run trains, for ``task``'s input channels and classes.
@@ -142,7 +138,7 @@ def model_from_config(model: str, config: dict, scan_backend: str | None = None)
     """Build ``model`` ("lightmunet" or a peer's name) from the configuration a checkpoint stores."""
     if model == "lightmunet":
         return LightMUNet(**config, scan_backend=scan_backend)
-    from .baselines import build_peer
+    from .baselines import MAMBA_MODELS, build_peer
 
     options = dict(config["options"])
     if model in MAMBA_MODELS:

@@ -11,7 +11,7 @@ import torch
 from lightm_edu import cli
 from lightm_edu import compare as compare_module
 from lightm_edu.baselines import build_peer, count_parameters, describe_peer
-from lightm_edu.compare import COLUMNS, OOM, compare, merge_rows, read_table, write_tables
+from lightm_edu.compare import COLUMNS, FUSED, OOM, compare, merge_rows, read_table, write_tables
 from lightm_edu.flops import lightmunet_cost
 
 MODELS = ["lightmunet", "segresnet", "unet"]  # models whose parameters do not depend on the input size
@@ -138,7 +138,11 @@ def test_merge_keeps_other_devices_and_one_table_per_device(counted_rows, tmp_pa
            for r in counted_rows]
     merged = merge_rows(gpu + counted_rows, cpu)  # the counts-only rows are replaced by the CPU run
     assert [r["device"] for r in merged] == ["NVIDIA H100 80GB HBM3"] * 3 + [counted_rows[0]["device"]] * 3
-    assert merge_rows(merged, gpu[:1]) == merged[3:] + gpu[:1]  # a new GPU run replaces the old GPU rows
+    # A new GPU row replaces the one of that model (in its place); one with another scan path is added.
+    again = {**gpu[0], "forward_ms": 11.0}
+    assert merge_rows(merged, [again]) == [again] + merged[1:]
+    fused = {**gpu[0], "scan_backend": FUSED}
+    assert merge_rows(merged, [fused]) == merged[:1] + [fused] + merged[1:]
     _, md_path = write_tables(merged, tmp_path / "both")
     text = md_path.read_text()
     assert "## NVIDIA H100 80GB HBM3" in text and f"## {counted_rows[0]['device']}" in text
@@ -199,3 +203,14 @@ def test_cli_writes_and_merges_the_tables(tmp_path, capsys):
                      "1", "--no-progress", "--out", str(stem), "--merge"]) == 0
     rows = read_table(stem.with_suffix(".csv"))
     assert len(rows) == 1 and rows[0]["forward_ms"] > 0  # the measured run replaced the counts-only row
+
+
+def test_the_scan_label_says_when_mamba_ssm_takes_the_fused_path(monkeypatch):
+    import lightm_edu.mamba as mamba
+    from lightm_edu.compare import scan_label
+
+    monkeypatch.setattr(mamba, "_fused_path_available", lambda: True)
+    assert scan_label("mamba_ssm") == FUSED == "mamba_ssm + causal_conv1d (fused)"
+    assert scan_label("parallel") == "parallel"
+    monkeypatch.setattr(mamba, "_fused_path_available", lambda: False)
+    assert scan_label("mamba_ssm") == "mamba_ssm"
