@@ -107,8 +107,8 @@ def test_cli_info_and_help(capsys):
     assert cli.main(["info"]) == 0
     out = capsys.readouterr().out
     assert "scan backends on cpu: sequential, parallel" in out
-    expected = {"train": "--resume", "evaluate": "--checkpoint", "predict": "--input", "download": "--root",
-                "info": "usage: lightm-edu info"}
+    expected = {"train": "--model", "evaluate": "--checkpoint", "predict": "--input", "download": "--root",
+                "info": "usage: lightm-edu info", "accuracy": "--trained-on"}
     for command, option in expected.items():
         with pytest.raises(SystemExit) as info:
             cli.main([command, "--help"])
