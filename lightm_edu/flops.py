@@ -625,13 +625,36 @@ def lightmunet_cost(spatial_dims: int, in_channels: int, out_channels: int, inpu
 
 # ------------------------------------------------------------------------- latency and memory
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Silence what C++ code writes to the process's stderr (file descriptor 2) for a moment: the
+    profiler's library announces every start and stop there, which would clutter notebooks and logs.
+    Python exceptions are unaffected (they are raised, not written)."""
+    import os
+    import sys
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError):  # no real file descriptor 2 (some embedded interpreters)
+        yield
+        return
+    try:
+        with open(os.devnull, "w") as devnull:
+            os.dup2(devnull.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def _cpu_peak_bytes(step) -> int:
     """Peak of live tensor memory allocated on the CPU while ``step()`` runs, from the profiler's
     allocation records (tracemalloc cannot see tensor storage, and the resident set size keeps
     memory the C allocator has cached)."""
     from torch.profiler import ProfilerActivity, profile
 
-    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+    with _native_stderr_silenced(), profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
         step()
     events = sorted((e for e in prof.events() if e.self_cpu_memory_usage),
                     key=lambda e: e.time_range.start)
