@@ -152,7 +152,7 @@ def cmd_compare(args) -> int:
     try:
         rows = compare(args.dims, models=args.models, device=args.device, measure=not args.no_measure,
                        repeats=args.repeats, batch=args.batch, size=size, scan_backend=args.backend,
-                       progress=not args.no_progress)
+                       progress=not args.no_progress, train_step=not args.forward_only)
     except ValueError as err:
         args.parser.error(str(err))
     print(format_markdown(rows))
@@ -268,6 +268,9 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"),
                          help="where to count and time (default: a GPU if there is one)")
     compare.add_argument("--no-measure", action="store_true", help="parameters, MACs and FLOPs only (no timing)")
+    compare.add_argument("--forward-only", action="store_true", help="time the forward pass only, no training "
+                         "step (e.g. 3D on a CPU, where a training step at 128^3 needs more memory than a "
+                         "laptop has)")
     compare.add_argument("--out", metavar="STEM", help="write STEM.csv and STEM.md, e.g. results/comparison_2d")
     compare.add_argument("--merge", action="store_true", help="with --out: keep the measured rows of other "
                          "devices already in STEM.csv (e.g. a GPU run, then a CPU run); rows of this device "

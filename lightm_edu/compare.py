@@ -123,7 +123,7 @@ def _resolve_device(device) -> torch.device:
 
 def compare(spatial_dims: int, models=None, device="auto", measure: bool = True, repeats: int = 5,
             batch: int | None = None, size=None, scan_backend: str | None = None, warmup: int | None = None,
-            progress: bool = True) -> list[dict]:
+            progress: bool = True, train_step: bool = True) -> list[dict]:
     """Build, count and (optionally) time every model; one row per model (see :data:`COLUMNS`).
 
     Args:
@@ -137,6 +137,8 @@ def compare(spatial_dims: int, models=None, device="auto", measure: bool = True,
         scan_backend: selective-scan backend of the Mamba models (default: the global choice).
         warmup: untimed runs before timing (default 2 on a GPU, 1 on a CPU).
         progress: show a tqdm bar over the models.
+        train_step: False: time the forward pass only (for a device whose memory a training step at
+            this size would exceed: a CPU process that runs out of memory is killed, not warned).
     Returns:
         list of dicts, one per model, keys :data:`COLUMNS`.
     Raises:
@@ -200,6 +202,11 @@ def compare(spatial_dims: int, models=None, device="auto", measure: bool = True,
             row.update(_speed_columns("forward", forward))
             del one
             _free(device)
+            if not train_step:
+                rows.append(row)
+                del model
+                _free(device)
+                continue
             many = _or_oom(device, lambda: torch.randn(batch, in_channels, *size, device=device))  # (b, c, *S)
             train = many if isinstance(many, str) else _or_oom(
                 device, lambda: measure_speed(model, many, train=True, repeats=repeats, warmup=warmup))
@@ -267,6 +274,10 @@ def format_markdown(rows: list[dict]) -> str:
         if _is_measured(head):
             title = head["device"]
             settings = (f"{head['device']}; torch {head['torch']}; {head['date']}; training batch {batch}.")
+            if all(r["train_ms"] == "" for r in group):
+                title = f"{head['device']}, forward pass only"
+                settings = (f"{head['device']}; torch {head['torch']}; {head['date']}. Forward pass only: the "
+                            "training step was not run on this device (`--forward-only`).")
         else:
             title = "Counts only (no timing)"
             settings = (f"Counted on {head['device']}; torch {head['torch']}; {head['date']}. Latency and "

@@ -78,6 +78,24 @@ def test_a_measured_tiny_run_fills_latency_and_memory():
         assert row["forward_peak_mib"] > 0 and row["train_peak_mib"] > row["forward_peak_mib"]
 
 
+def test_forward_only_runs_no_training_step_and_says_so(monkeypatch, tmp_path):
+    calls = []
+    real = compare_module.measure_speed
+
+    def recording(model, x, train=False, **kwargs):
+        calls.append(train)
+        return real(model, x, train=train, **kwargs)
+
+    monkeypatch.setattr(compare_module, "measure_speed", recording)
+    rows = compare(2, models=["unet"], device="cpu", size=32, repeats=1, progress=False, train_step=False)
+    assert calls == [False]  # the forward pass only
+    assert rows[0]["forward_ms"] > 0 and rows[0]["train_ms"] == rows[0]["train_peak_mib"] == ""
+    _, md_path = write_tables(rows, tmp_path / "forward")
+    text = md_path.read_text()
+    assert "forward pass only" in text and "the training step was not run on this device" in text
+    assert markdown_table(text)[1][7] == "–"  # the training-step column
+
+
 def test_out_of_memory_is_recorded_not_raised(monkeypatch, tmp_path):
     def out_of_memory(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 40.00 GiB")
