@@ -40,7 +40,7 @@ import torch
 from ._atomic import atomic_output
 from .model import LightMUNet
 
-__all__ = ["TrainConfig", "train", "validate", "make_loss", "training_step", "distributed_setup", "RankBatchSampler",
+__all__ = ["TrainConfig", "train", "training_loop", "validate", "make_loss", "training_step", "distributed_setup", "RankBatchSampler",
            "save_checkpoint", "load_checkpoint", "build_model", "model_from_config", "poly_lr_factor",
            "export_checkpoint", "load_config"]
 
@@ -335,14 +335,9 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
     exactly where it stopped (model, optimiser, scheduler, epoch, random states). ``stop_after``
     ends this run after that many epochs (a time budget); a later ``resume=True`` goes on.
     """
-    from monai.data import DataLoader
-    from tqdm import tqdm
-
-    from . import data
-
     rank, world_size, device, started_here = distributed_setup(config.device)
     try:
-        return _train(config, resume, progress, stop_after, rank, world_size, device, DataLoader, tqdm, data)
+        return training_loop(config, resume, progress, stop_after, rank=rank, world_size=world_size, device=device)
     finally:
         if started_here:
             import torch.distributed as dist
@@ -350,7 +345,20 @@ def train(config: TrainConfig, resume: bool = False, progress: bool = True, stop
             dist.destroy_process_group()
 
 
-def _train(config, resume, progress, stop_after, rank, world_size, device, DataLoader, tqdm, data) -> dict:
+def training_loop(config: TrainConfig, resume: bool = False, progress: bool = True, stop_after: int | None = None,
+                  rank: int = 0, world_size: int = 1, device: torch.device | None = None) -> dict:
+    """The training loop of one process; :func:`train` sets up the processes and calls it.
+
+    ``rank`` and ``world_size`` describe the process group that :func:`distributed_setup` made
+    (0 and 1 for a single process); ``device`` defaults to ``config.device``. Arguments and result
+    as :func:`train`.
+    """
+    from monai.data import DataLoader
+    from tqdm import tqdm
+
+    from . import data
+
+    device = pick_device(config.device) if device is None else device
     main_process = rank == 0  # the one that writes the split, the log and the checkpoints
     task = data.TASKS[config.task]
     patch = tuple(config.patch_size) if config.patch_size else tuple(task.patch_size)
