@@ -71,12 +71,15 @@ def run_summary(config_path, results_dir="results") -> dict:
     Raises:
         FileNotFoundError naming a missing result file; ValueError for files without the columns.
     """
-    from .data import TASKS
     from .train import load_config
 
-    config_path, results_dir = Path(config_path), Path(results_dir)
-    config = load_config(config_path)
-    run = config_path.stem
+    return _summary(load_config(config_path), Path(config_path).stem, Path(results_dir))
+
+
+def _summary(config, run: str, results_dir: Path) -> dict:
+    """:func:`run_summary` of a loaded TrainConfig whose result files start with ``run``."""
+    from .data import TASKS
+
     task = TASKS[config.task]
     classes = task.class_names[1:]
     cases = _read_csv(results_dir / f"{run}_test_metrics.csv", "test metrics")
@@ -110,15 +113,15 @@ def accuracy_rows(config_paths, results_dir="results", trained_on: str = "", pro
     """
     from tqdm.auto import tqdm
 
-    from .baselines import PEERS, count_parameters
+    from .baselines import PEERS
     from .data import TASKS
     from .flops import count_flops
     from .train import build_model, load_config
 
     rows = []
     for path in tqdm(list(config_paths), desc="runs", unit="run", disable=not progress):
-        summary = run_summary(path, results_dir)
         config = load_config(path)
+        summary = _summary(config, Path(path).stem, Path(results_dir))
         task = TASKS[config.task]
         patch = tuple(config.patch_size) if config.patch_size else tuple(task.patch_size)
         torch.manual_seed(0)
@@ -127,7 +130,7 @@ def accuracy_rows(config_paths, results_dir="results", trained_on: str = "", pro
         counted = count_flops(model, torch.zeros(1, task.in_channels, *patch))  # (1, c, *patch)
         row = dict.fromkeys(ACCURACY_COLUMNS, "")
         row.update(summary, model=PEERS[config.model].title, input="x".join(map(str, (task.in_channels, *patch))),
-                   params=count_parameters(model), gmacs=counted.macs / 1e9, gflops=counted.flops / 1e9,
+                   params=counted.params, gmacs=counted.macs / 1e9, gflops=counted.flops / 1e9,
                    trained_on=trained_on)
         rows.append(row)
     return rows

@@ -431,13 +431,13 @@ def count_flops(model: nn.Module, *inputs: torch.Tensor) -> FlopCount:
     Returns:
         a :class:`FlopCount`; ``unsupported`` lists operators that were seen but not counted.
     """
-    from fvcore.nn import FlopCountAnalysis
-
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad(), _scan_as_one_operator(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", DeprecationWarning)  # fvcore's use of torch.jit
+            warnings.simplefilter("ignore", DeprecationWarning)  # fvcore's use of torch.jit, on import too
+            from fvcore.nn import FlopCountAnalysis
+
             analysis = FlopCountAnalysis(model, inputs if len(inputs) > 1 else inputs[0])
             analysis.set_op_handle(**flop_handles())
             analysis.unsupported_ops_warnings(False)

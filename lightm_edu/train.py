@@ -362,7 +362,8 @@ def training_loop(config: TrainConfig, resume: bool = False, progress: bool = Tr
     main_process = rank == 0  # the one that writes the split, the log and the checkpoints
     task = data.TASKS[config.task]
     patch = tuple(config.patch_size) if config.patch_size else tuple(task.patch_size)
-    model_config(task, config.init_filters, config.model, config.model_options, patch)  # bad settings fail first
+    # Bad model settings fail here, before anything is written.
+    described = model_config(task, config.init_filters, config.model, config.model_options, patch)
     out_dir = Path(config.out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     data_dir = Path(config.data_dir) if config.data_dir else data.data_root() / task.folder
@@ -382,8 +383,9 @@ def training_loop(config: TrainConfig, resume: bool = False, progress: bool = Tr
         val_cases = val_cases[:config.max_val_cases]
 
     seed_everything(config.seed)
-    model = build_model(task, config.init_filters, config.scan_backend, config.model, config.model_options,
-                        patch).to(device)
+    model = model_from_config(config.model, described, config.scan_backend).to(device)
+    if isinstance(model, LightMUNet):  # checkpoints record all its settings, defaults included
+        described = _lightmunet_config(model)
     if world_size > 1:
         from torch.nn.parallel import DistributedDataParallel
 
@@ -460,7 +462,7 @@ def training_loop(config: TrainConfig, resume: bool = False, progress: bool = Tr
             content = dict(model=_unwrap(model).state_dict(), optimiser=optimiser.state_dict(),
                            scheduler=scheduler.state_dict(), epoch=epoch + 1, rng=_pack_rng(),
                            config=config.to_dict(), model_name=config.model,
-                           model_config=_model_config(_unwrap(model), config, task, patch), task=config.task,
+                           model_config=described, task=config.task,
                            patch_size=list(patch), split={k: list(split[k]) for k in ("train", "val", "test")},
                            world_size=world_size)
             if row.get("val_dice", "") != "" and row["val_dice"] > best_val_dice:
@@ -489,12 +491,10 @@ def validate(model, cases: list[dict], task, patch_size, device) -> dict:
     return {"val_dice": _nanmean(list(per_class.values())), **per_class}
 
 
-def _model_config(model, config: TrainConfig, task, patch) -> dict:
-    if isinstance(model, LightMUNet):  # everything it was built with, defaults included
-        described = dict(model.config)
-        described["blocks_down"], described["blocks_up"] = list(described["blocks_down"]), list(described["blocks_up"])
-        return described
-    return model_config(task, config.init_filters, config.model, config.model_options, patch)
+def _lightmunet_config(model: LightMUNet) -> dict:
+    described = dict(model.config)
+    described["blocks_down"], described["blocks_up"] = list(described["blocks_down"]), list(described["blocks_up"])
+    return described
 
 
 def _append_csv(path: Path, row: dict) -> None:

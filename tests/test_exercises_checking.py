@@ -34,3 +34,18 @@ def test_compare_tensors_reports_shape_and_worst_index():
     feedback = compare_tensors(got, expected, "y")
     assert isinstance(feedback, Feedback) and "index (1, 2)" in feedback.details[0]
     assert not not_attempted()
+
+
+def test_as_number_takes_numbers_and_one_element_tensors_only():
+    import numpy as np
+    import torch
+
+    from lightm_edu.exercises._checking import as_number
+
+    for value, expected in ((3, 3.0), (2.5, 2.5), (np.float32(0.25), 0.25), (np.int64(7), 7.0),
+                            (torch.tensor(1.5), 1.5), (torch.tensor([4]), 4.0), (np.array([0.5]), 0.5)):
+        got = as_number(value)
+        assert got == expected and type(got) is float, value
+    for value in (True, np.bool_(False), torch.tensor(True), torch.tensor([1.0, 2.0]), np.zeros(3), "1.0", None,
+                  [1.0], object()):
+        assert as_number(value) is None, value

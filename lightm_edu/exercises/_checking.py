@@ -129,6 +129,19 @@ def compare_tensors(got, expected, name: str = "result", rtol: float = 1e-4, ato
                  f"you have {got[worst].item():.6g}, expected {expected[worst].item():.6g}.", hint)
 
 
+def as_number(value):
+    """The learner's value as a Python float: a Python or NumPy real number, or a one-element
+    tensor or array; None for anything else (a bool included). Never raises."""
+    if not isinstance(value, numbers.Real) and hasattr(value, "item"):
+        try:
+            value = value.item()
+        except Exception:  # more than one element, or an object whose item() is something else
+            return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return None
+    return float(value)
+
+
 def as_int_tuple(value):
     """A tuple of ints from a tuple/list/torch.Size/array of whole numbers (e.g. a shape a learner
     returned), else None."""

@@ -14,12 +14,11 @@ hint. None of them raises on a wrong or missing answer.
 from __future__ import annotations
 
 import math
-import numbers
 
 import torch
 
 from ..ssm import discretize_zoh, ssm_kernel, ssm_recurrence
-from ._checking import Feedback, call_learner, compare_tensors, correct, in_case, not_attempted, wrong
+from ._checking import Feedback, as_number, call_learner, compare_tensors, correct, in_case, not_attempted, wrong
 
 __all__ = ["check_zoh_diagonal", "check_kernel_taps", "check_mode_decay", "check_lti_by_convolution",
            "MODE_DECAY_DELTA", "MODE_DECAY_N"]
@@ -194,15 +193,6 @@ def check_kernel_taps(fn) -> Feedback:
 # ------------------------------------------------------------------------------------ exercise 3
 
 
-def _number(value):
-    """The learner's value as a float, or None."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return float(value)
-    if isinstance(value, numbers.Real) and not isinstance(value, bool):
-        return float(value)
-    return None
-
-
 def check_mode_decay(slowest, fastest, half_life_steps) -> Feedback:
     """Exercise 3: the decay per step of the slowest and fastest S4D-Real modes, and a half-life.
 
@@ -217,7 +207,7 @@ def check_mode_decay(slowest, fastest, half_life_steps) -> Feedback:
         return not_attempted("slowest, fastest and half_life_steps")
     if missing:
         return wrong("Not finished: replace the `...` of " + ", ".join(missing) + " with a number.")
-    numbers_ = {name: _number(v) for name, v in values.items()}
+    numbers_ = {name: as_number(v) for name, v in values.items()}
     bad = [name for name, v in numbers_.items() if v is None]
     if bad:
         return wrong(", ".join(bad) + " should be a number (a float or a one-element tensor).")

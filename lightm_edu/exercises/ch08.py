@@ -18,7 +18,7 @@ from __future__ import annotations
 import math
 import numbers
 
-from ._checking import Feedback, call_learner, correct, in_case, wrong
+from ._checking import Feedback, as_number, call_learner, correct, in_case, wrong
 
 __all__ = ["check_poly_lr", "check_dice_ce", "check_epochs_run", "check_worst_cases", "training_loss",
            "scheduled_lrs", "epochs_run", "metrics_table", "POLY_LR_CASES", "EPOCHS_RUN_CASES"]
@@ -31,17 +31,6 @@ EPOCHS_RUN_CASES = (([44.9] * 16, 7.5, 16),      # the budget ends in the middle
                     ([50.0] * 16, 7.5, 16),      # the clock reads exactly 450 s before the 10th epoch
                     ([30.0] * 12, 60.0, 12),     # the budget is never reached: all epochs run
                     ([100.0, 40.0, 40.0, 40.0, 40.0, 40.0], 2.0, 6))  # a slow first epoch
-
-
-def _number(value):
-    """A float from a Python/NumPy number or a one-element tensor, else None."""
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, numbers.Real):
-        return float(value)
-    if hasattr(value, "numel") and value.numel() == 1:
-        return float(value.item())
-    return None
 
 
 # ----------------------------------------------------------------------------------- exercise 1
@@ -82,7 +71,7 @@ def check_poly_lr(fn) -> Feedback:
             value, problem = call_learner(fn, epoch, epochs, lr0, power)
             if problem is not None:
                 return in_case(problem, f"{case} epoch={epoch}.")
-            number = _number(value)
+            number = as_number(value)
             if number is None:
                 return wrong(f"Expected a number, got {type(value).__name__}: {value!r}.", f"{case} epoch={epoch}.")
             got.append(number)
@@ -195,7 +184,7 @@ def check_dice_ce(fn) -> Feedback:
         if isinstance(got, torch.Tensor) and got.numel() != 1:
             return wrong(f"Your loss has shape {tuple(got.shape)}; a loss is one number.", case,
                          "Average over images, classes and pixels (mean), as the formula says.")
-        value = _number(got)
+        value = as_number(got)
         if value is None:
             return wrong(f"Expected a number (or a one-element tensor), got {type(got).__name__}.", case)
         if math.isclose(value, expected, rel_tol=1e-4, abs_tol=1e-5):

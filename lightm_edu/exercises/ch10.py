@@ -18,9 +18,8 @@ from __future__ import annotations
 
 import functools
 import math
-import numbers
 
-from ._checking import Feedback, call_learner, correct, in_case, wrong
+from ._checking import Feedback, as_number, call_learner, correct, in_case, wrong
 
 __all__ = ["check_mamba_params", "check_conv_macs", "check_scan_handle", "mamba_params", "conv_macs_measured",
            "conv_macs_by_formula", "scan_flops_expected", "scan_flops_traced", "MAMBA_CASES", "CONV_CASES",
@@ -51,22 +50,10 @@ SCAN_OPERATOR = "prim::PythonOp.SelectiveScanOperator"
 
 def _whole_number(value):
     """An int from a whole number (int, integral float, one-element tensor or array), else None."""
-    value = _as_real(value)
+    value = as_number(value)
     if value is None or not math.isfinite(value) or value != int(value):
         return None
     return int(value)
-
-
-def _as_real(value):
-    """A float from a real number (or a one-element tensor/array), else None."""
-    if hasattr(value, "item"):
-        try:
-            value = value.item()
-        except Exception:
-            return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return None
-    return float(value)
 
 
 def _show(value: float) -> str:
@@ -112,7 +99,7 @@ def check_mamba_params(fn) -> Feedback:
         got, problem = call_learner(fn, d_model, d_state=d_state, d_conv=d_conv, expand=expand)
         if problem is not None:
             return in_case(problem, case)
-        value = _as_real(got)
+        value = as_number(got)
         if value is None or not math.isfinite(value):
             return wrong(f"Expected a whole number of parameters, got {_describe(got)}.", case)
         if value == expected:
@@ -177,16 +164,11 @@ def conv_macs_measured(in_channels: int, out_channels: int, kernel_size: int, in
                        padding: int = 0, groups: int = 1) -> int:
     """The multiply-accumulates :func:`lightm_edu.flops.count_flops` measures for one forward pass
     of a bias-free ``Conv2d``/``Conv3d`` (by ``len(input_size)``) on a batch of one."""
-    import warnings
-
     import torch
     from torch import nn
 
     from ..flops import count_flops
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        import fvcore.nn  # noqa: F401  (its import scripts functions with the deprecated torch.jit.script)
     conv_type = {1: nn.Conv1d, 2: nn.Conv2d, 3: nn.Conv3d}[len(input_size)]
     conv = conv_type(in_channels, out_channels, kernel_size, stride=stride, padding=padding, groups=groups,
                      bias=False)
@@ -217,7 +199,7 @@ def check_conv_macs(fn) -> Feedback:
         got, problem = call_learner(fn, cin, cout, k, size, stride=stride, padding=padding, groups=groups)
         if problem is not None:
             return in_case(problem, case)
-        value = _as_real(got)
+        value = as_number(got)
         if value is None or not math.isfinite(value):
             return wrong(f"Expected a whole number of multiply-accumulates, got {_describe(got)}.", case)
         if value == expected:
